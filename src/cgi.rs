@@ -1,0 +1,175 @@
+//! Request → `Http_*` environment variables for the function, as the classic watchdog builds them.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, TRANSFER_ENCODING};
+use hyper::http::request::Parts;
+
+/// Go's `CanonicalMIMEHeaderKey`: the first letter and every letter after `-` upper case, the rest
+/// lower case (`x-lower-case` → `X-Lower-Case`, `x_under` → `X_under`, `x.dot` → `X.dot`).
+pub fn canonical_name(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
+/// `Http_` followed by the canonical header name with `-` replaced by `_`.
+pub fn env_name(header: &str) -> String {
+    let mut name = String::with_capacity(5 + header.len());
+    name.push_str("Http_");
+    name.extend(canonical_name(header).chars().map(|c| if c == '-' { '_' } else { c }));
+    name
+}
+
+/// The request's body length as Go reports it: -1 when chunked, 0 when absent.
+pub fn content_length(headers: &HeaderMap) -> i64 {
+    if is_chunked(headers) {
+        return -1;
+    }
+    headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+pub fn is_chunked(headers: &HeaderMap) -> bool {
+    headers.get_all(TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")))
+    })
+}
+
+/// The variables added to the parent environment, in the order the classic watchdog appends them;
+/// a later entry overrides an earlier one with the same name.
+pub fn environment(parts: &Parts) -> Vec<(String, OsString)> {
+    let headers = &parts.headers;
+    let mut env = Vec::with_capacity(headers.keys_len() + 8);
+    for name in headers.keys() {
+        if name == HOST || name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && is_chunked(headers)) {
+            continue; // Go moves these out of the header map.
+        }
+        if let Some(value) = headers.get(name) {
+            env.push((env_name(name.as_str()), OsString::from_vec(value.as_bytes().to_vec())));
+        }
+    }
+    let length = content_length(headers).to_string();
+    env.push(("Http_Method".into(), parts.method.as_str().into()));
+    env.push(("Http_ContentLength".into(), length.clone().into()));
+    env.push(("Http_Content_Length".into(), length.into()));
+    if is_chunked(headers) {
+        env.push(("Http_Transfer_Encoding".into(), "chunked".into()));
+    }
+    if let Some(query) = parts.uri.query().filter(|q| !q.is_empty()) {
+        env.push(("Http_Query".into(), query.into()));
+    }
+    let path = percent_decode(parts.uri.path());
+    if !path.is_empty() {
+        env.push(("Http_Path".into(), OsString::from_vec(path)));
+    }
+    let host = headers.get(HOST).map(|h| h.as_bytes()).or(parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        env.push(("Http_Host".into(), OsString::from_vec(host.to_vec())));
+    }
+    // A NUL cannot be passed through execve, and would make the spawn fail for everyone's request.
+    env.retain(|(name, value)| !name.contains(['=', '\0']) && !value.as_encoded_bytes().contains(&0));
+    env
+}
+
+/// Decodes `%XX` escapes; a malformed escape is kept as written (as Go's URL parser would reject it,
+/// hyper has already accepted the path, so be lenient).
+pub fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: &u8) -> Option<u8> {
+    (*b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Request;
+
+    fn env_of(req: Request<()>) -> Vec<(String, String)> {
+        let (parts, ()) = req.into_parts();
+        environment(&parts).into_iter().map(|(k, v)| (k, v.into_string().unwrap())).collect()
+    }
+
+    #[test]
+    fn canonical_names_follow_go() {
+        assert_eq!(canonical_name("x-lower-case"), "X-Lower-Case");
+        assert_eq!(canonical_name("123-abc"), "123-Abc");
+        assert_eq!(canonical_name("x_under"), "X_under");
+        assert_eq!(canonical_name("x.dot"), "X.dot");
+        assert_eq!(env_name("content-type"), "Http_Content_Type");
+        assert_eq!(env_name("x-call-id"), "Http_X_Call_Id");
+    }
+
+    #[test]
+    fn classic_variables_in_order() {
+        let req = Request::post("/some/path%20x?a=1&b=%20")
+            .header("Host", "example.com:8080")
+            .header("Content-Type", "text/plain")
+            .header("Content-Length", "5")
+            .header("X-A", "1")
+            .header("X-A", "2")
+            .header("Method", "fake")
+            .body(())
+            .unwrap();
+        let env = env_of(req);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Http_Content_Type",
+                "Http_Content_Length",
+                "Http_X_A",
+                "Http_Method",
+                "Http_Method",
+                "Http_ContentLength",
+                "Http_Content_Length",
+                "Http_Query",
+                "Http_Path",
+                "Http_Host"
+            ]
+        );
+        let last = |name: &str| env.iter().rev().find(|(k, _)| k == name).unwrap().1.clone();
+        assert_eq!(last("Http_X_A"), "1", "first value of a repeated header");
+        assert_eq!(last("Http_Method"), "POST", "appended variables win");
+        assert_eq!(last("Http_ContentLength"), "5");
+        assert_eq!(last("Http_Query"), "a=1&b=%20", "raw query");
+        assert_eq!(last("Http_Path"), "/some/path x", "decoded path");
+        assert_eq!(last("Http_Host"), "example.com:8080");
+    }
+
+    #[test]
+    fn chunked_request() {
+        let req = Request::post("/").header("Transfer-Encoding", "chunked").body(()).unwrap();
+        let env = env_of(req);
+        assert!(env.contains(&("Http_ContentLength".into(), "-1".into())));
+        assert!(env.contains(&("Http_Transfer_Encoding".into(), "chunked".into())));
+        assert!(!env.iter().any(|(k, _)| k == "Http_Query"), "no query, no variable");
+    }
+
+    #[test]
+    fn nul_never_reaches_the_environment() {
+        let req = Request::get("/a%00b").body(()).unwrap();
+        assert!(!env_of(req).iter().any(|(k, _)| k == "Http_Path"));
+    }
+}

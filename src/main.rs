@@ -1,0 +1,112 @@
+//! fwatchdog: turns any UNIX program into an HTTP function. A drop-in replacement for the OpenFaaS
+//! watchdogs; see README.md.
+//!
+//! `main` handles the command line, becomes a tiny init when it is PID 1, loads the configuration
+//! and runs the server on a tokio runtime built by hand (after the PID-1 fork, never before).
+
+mod body;
+mod cgi;
+mod config;
+mod conn;
+mod function_logs;
+mod health;
+mod init;
+mod limiter;
+mod logging;
+mod marshal;
+mod metrics;
+mod modes;
+mod process;
+mod server;
+mod shutdown;
+mod words;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Config;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const SHA: &str = match option_env!("FWATCHDOG_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+fn main() -> ExitCode {
+    // Go's flag package accepts one or two dashes; so do we.
+    match std::env::args().nth(1).as_deref().map(|a| a.trim_start_matches('-')) {
+        None => {}
+        Some("version") => {
+            eprintln!("Version: {VERSION}\tSHA: {SHA}");
+            return ExitCode::SUCCESS;
+        }
+        Some("run-healthcheck") => return healthcheck(),
+        Some("help" | "h") => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Some(_) => {
+            eprint!("flag provided but not defined: {}\n{}", std::env::args().nth(1).unwrap_or_default(), usage());
+            return ExitCode::from(2);
+        }
+    }
+
+    init::split_if_pid1();
+    logging::init();
+    log::info!("Version: {VERSION}\tSHA: {SHA}");
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_fd_limit();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(server::run(Arc::new(cfg)));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `--run-healthcheck`: exit 0 iff the lock file exists. Needs no other configuration, so it works
+/// as a Docker `HEALTHCHECK` in images without a shell.
+fn healthcheck() -> ExitCode {
+    if health::lock_exists(&config::lock_path(std::env::var("TMPDIR").ok())) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("unable to find lock file.");
+        ExitCode::FAILURE
+    }
+}
+
+fn usage() -> String {
+    let mut text = String::from(
+        "Usage: fwatchdog [--version | --run-healthcheck | --help]\n\n\
+         Runs fprocess for every HTTP request: the body on its STDIN, its STDOUT as the response.\n\
+         Configured by environment variables:\n\n",
+    );
+    for (name, default, meaning) in config::VARIABLES {
+        text.push_str(&format!("  {name:<22} {default:<22} {meaning}\n"));
+    }
+    text
+}
+
+/// Rust, unlike Go, leaves the soft limit on open files low; every connection and pipe needs one.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointers to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

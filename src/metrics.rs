@@ -1,0 +1,237 @@
+//! Prometheus metrics with the reference watchdogs' names, labels, help texts and buckets, plus the
+//! standard `process_*` metrics, in the text exposition format (version 0.0.4).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::Method;
+
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKET_LABELS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
+
+pub struct Metrics {
+    series: Mutex<Vec<Series>>,
+    in_flight: AtomicI64,
+}
+
+/// One (code, method) pair: the counter and the histogram share it.
+struct Series {
+    code: u16,
+    method: &'static str,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counts a request as in flight until dropped.
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { series: Mutex::new(Vec::new()), in_flight: AtomicI64::new(0) }
+    }
+}
+
+impl Metrics {
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, method: &Method, code: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let seconds = elapsed.as_secs_f64();
+        let mut all = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = match all.iter().position(|s| s.code == code && s.method == method) {
+            Some(i) => i,
+            None => {
+                all.push(Series { code, method, buckets: [0; BUCKETS.len()], count: 0, sum: 0.0 });
+                all.sort_by(|a, b| (a.code, a.method).cmp(&(b.code, b.method)));
+                all.iter().position(|s| s.code == code && s.method == method).unwrap_or(0)
+            }
+        };
+        let series = &mut all[index];
+        series.count += 1;
+        series.sum += seconds;
+        for (bucket, bound) in series.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let all = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+
+        out.push_str("# HELP http_request_duration_seconds Seconds spent serving HTTP requests.\n");
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        for s in all.iter() {
+            let labels = format!("code=\"{}\",method=\"{}\"", s.code, s.method);
+            for (count, le) in s.buckets.iter().zip(BUCKET_LABELS) {
+                let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {count}");
+            }
+            let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}", float(s.sum));
+            let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {}", s.count);
+        }
+        out.push_str("# HELP http_requests_in_flight total HTTP requests in-flight\n");
+        out.push_str("# TYPE http_requests_in_flight gauge\n");
+        let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight_now());
+        out.push_str("# HELP http_requests_total total HTTP requests processed\n");
+        out.push_str("# TYPE http_requests_total counter\n");
+        for s in all.iter() {
+            let _ = writeln!(out, "http_requests_total{{code=\"{}\",method=\"{}\"}} {}", s.code, s.method, s.count);
+        }
+        drop(all);
+        process_metrics(&mut out);
+        out
+    }
+}
+
+/// Lower case for the standard methods, `unknown` for anything else (as promhttp does).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::HEAD => "head",
+        Method::OPTIONS => "options",
+        Method::CONNECT => "connect",
+        _ => "unknown",
+    }
+}
+
+/// Prometheus renders floats in Go's shortest form; Rust's `Display` for f64 is the same for the
+/// values that occur here, except that integral values need no `.0`.
+fn float(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", value as i64) } else { format!("{value}") }
+}
+
+fn process_metrics(out: &mut String) {
+    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", float(value));
+    };
+    let ticks = clock_ticks();
+    let page = page_size();
+    if let Some(stat) = self_stat() {
+        gauge(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+            (stat.utime + stat.stime) as f64 / ticks,
+        );
+        if let Some(boot) = boot_time() {
+            gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                "gauge",
+                boot as f64 + stat.start_ticks as f64 / ticks,
+            );
+        }
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            (stat.rss_pages * page) as f64,
+        );
+        gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge", stat.vsize as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge("process_open_fds", "Number of open file descriptors.", "gauge", fds.count().saturating_sub(1) as f64);
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        gauge("process_max_fds", "Maximum number of open file descriptors.", "gauge", limit.rlim_cur as f64);
+    }
+}
+
+struct SelfStat {
+    utime: u64,
+    stime: u64,
+    start_ticks: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+fn self_stat() -> Option<SelfStat> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(SelfStat {
+        utime: field(14)?,
+        stime: field(15)?,
+        start_ticks: field(22)?,
+        vsize: field(23)?,
+        rss_pages: field(24)?,
+    })
+}
+
+fn boot_time() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_and_counter_text() {
+        let m = Arc::new(Metrics::default());
+        m.observe(&Method::POST, 200, Duration::from_millis(20));
+        m.observe(&Method::POST, 200, Duration::from_secs(3));
+        m.observe(&Method::from_bytes(b"FOO").unwrap(), 405, Duration::ZERO);
+        let _busy = m.in_flight();
+        let text = m.render();
+        assert!(text.contains("http_request_duration_seconds_bucket{code=\"200\",method=\"post\",le=\"0.01\"} 0\n"));
+        assert!(text.contains("http_request_duration_seconds_bucket{code=\"200\",method=\"post\",le=\"0.025\"} 1\n"));
+        assert!(text.contains("http_request_duration_seconds_bucket{code=\"200\",method=\"post\",le=\"5\"} 2\n"));
+        assert!(text.contains("http_request_duration_seconds_bucket{code=\"200\",method=\"post\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("http_request_duration_seconds_count{code=\"200\",method=\"post\"} 2\n"));
+        assert!(text.contains("http_request_duration_seconds_sum{code=\"200\",method=\"post\"} 3.02\n"));
+        assert!(text.contains("http_requests_total{code=\"200\",method=\"post\"} 2\n"));
+        assert!(text.contains("http_requests_total{code=\"405\",method=\"unknown\"} 1\n"));
+        assert!(text.contains("http_requests_in_flight 1\n"));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert!(text.contains("process_open_fds "));
+        assert!(text.find("code=\"200\"").unwrap() < text.find("code=\"405\"").unwrap(), "sorted by labels");
+    }
+
+    #[test]
+    fn in_flight_returns_to_zero() {
+        let m = Arc::new(Metrics::default());
+        drop(m.in_flight());
+        assert_eq!(m.in_flight_now(), 0);
+    }
+}

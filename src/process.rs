@@ -1,0 +1,383 @@
+//! Child processes: the only module that starts, signals and reaps them.
+//!
+//! Every function runs as the leader of its own process group, so one `killpg` reaches everything
+//! it started. The leader's exit is observed through a pidfd *without* reaping it; while the
+//! leader is an unreaped zombie its pid (the group id) cannot be reused, so killing the group is
+//! always safe until [`Child::reap`]. A [`Child`] dropped before it was reaped (a client went away,
+//! a deadline fired) kills its group and is reaped in the background: no process outlives its
+//! request and no zombie is left behind.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+/// Process groups of every function not yet reaped, for signals that reach them all (forwarded
+/// signals, the hard stop at exit). Removed under the lock before reaping, so a group id here is
+/// never stale.
+static GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+fn groups() -> std::sync::MutexGuard<'static, Vec<libc::pid_t>> {
+    GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends `signal` to the process group of every running function.
+pub fn signal_all(signal: libc::c_int) {
+    for &pgid in groups().iter() {
+        // SAFETY: plain syscall; see GROUPS for why the id is ours.
+        unsafe { libc::killpg(pgid, signal) };
+    }
+}
+
+/// Where the function's stderr goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // Inherit is for the http mode, still to come
+pub enum Stderr {
+    /// Into the same pipe as stdout (one pipe, output interleaved as written).
+    Merged,
+    /// Its own pipe, in [`Child::stderr`].
+    Piped,
+    /// The watchdog's own stderr.
+    Inherit,
+}
+
+/// What to start.
+pub struct Spec<'a> {
+    pub argv: &'a [String],
+    /// Added to the watchdog's environment; later entries win.
+    pub env: &'a [(String, OsString)],
+    pub stderr: Stderr,
+}
+
+/// A failure to start the function, worded like Go's `os/exec` (clients of the reference
+/// watchdogs see these strings).
+#[derive(Debug)]
+pub struct SpawnError {
+    program: String,
+    error: io::Error,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let program = &self.program;
+        match self.error.raw_os_error() {
+            Some(libc::ENOENT) if !program.contains('/') => {
+                write!(f, "exec: {program:?}: executable file not found in $PATH")
+            }
+            Some(code) => write!(f, "fork/exec {program}: {}", errno_text(code)),
+            None => write!(f, "fork/exec {program}: {}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// A running (or exited, not yet reaped) function.
+pub struct Child {
+    pid: libc::pid_t,
+    exit: ExitWatch,
+    status: Option<ExitStatus>,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+enum ExitWatch {
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Kernels without pidfd (< 5.3) or seccomp filters that forbid it: poll with `waitid`.
+    Poll,
+}
+
+impl Child {
+    /// Starts the function in a new process group with piped stdin and stdout. Must be called
+    /// from within the tokio runtime.
+    pub fn spawn(spec: &Spec<'_>) -> Result<Child, SpawnError> {
+        let program = spec.argv.first().map_or("", String::as_str);
+        let error = |error| SpawnError { program: program.to_string(), error };
+        if program.is_empty() {
+            return Err(error(io::Error::from_raw_os_error(libc::ENOENT)));
+        }
+        let (stdin_read, stdin_write) = pipe_pair().map_err(error)?;
+        let (stdout_read, stdout_write) = pipe_pair().map_err(error)?;
+        let (stderr_read, stderr) = match spec.stderr {
+            Stderr::Merged => (None, Stdio::from(stdout_write.try_clone().map_err(error)?)),
+            Stderr::Inherit => (None, Stdio::inherit()),
+            Stderr::Piped => {
+                let (read, write) = pipe_pair().map_err(error)?;
+                (Some(read), Stdio::from(write))
+            }
+        };
+
+        let mut command = Command::new(program);
+        command
+            .args(&spec.argv[1..])
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(stdin_read))
+            .stdout(Stdio::from(stdout_write))
+            .stderr(stderr)
+            .process_group(0);
+        let child = command.spawn().map_err(error)?;
+        // The command holds the child's ends of the pipes; close them now or EOF never comes.
+        drop(command);
+        let pid = child.id() as libc::pid_t;
+        groups().push(pid);
+
+        let mut child = Child { pid, exit: ExitWatch::Poll, status: None, stdin: None, stdout: None, stderr: None };
+        // From here on `child` owns the process: an early return kills and reaps it.
+        child.exit = pidfd_open(pid).map_or(ExitWatch::Poll, ExitWatch::Pidfd);
+        child.stdin = Some(nonblocking(stdin_write).map_err(error)?);
+        child.stdout = Some(receiver(stdout_read).map_err(error)?);
+        child.stderr = stderr_read.map(receiver).transpose().map_err(error)?;
+        Ok(child)
+    }
+
+    /// Sends `signal` to every process in the function's group. Does nothing once reaped.
+    pub fn signal_group(&self, signal: libc::c_int) {
+        if self.status.is_none() {
+            // SAFETY: plain syscall; the leader is not reaped, so the group id is still ours.
+            unsafe { libc::killpg(self.pid, signal) };
+        }
+    }
+
+    /// SIGKILL to the whole group.
+    pub fn kill_group(&self) {
+        self.signal_group(libc::SIGKILL);
+    }
+
+    /// Waits until the group leader has exited, without reaping it.
+    pub async fn exited(&self) {
+        if self.status.is_some() {
+            return;
+        }
+        match &self.exit {
+            ExitWatch::Pidfd(fd) => {
+                // A pidfd becomes readable when the process exits. An error from the reactor
+                // would leave us blind: fall back to polling.
+                while !self.has_exited() {
+                    match fd.readable().await {
+                        Ok(mut guard) => guard.clear_ready(),
+                        Err(_) => return self.poll_exit().await,
+                    }
+                }
+            }
+            ExitWatch::Poll => self.poll_exit().await,
+        }
+    }
+
+    async fn poll_exit(&self) {
+        let mut pause = Duration::from_millis(1);
+        while !self.has_exited() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the leader has exited (it stays a zombie until reaped).
+    fn has_exited(&self) -> bool {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child waitable.
+        let rc = unsafe {
+            libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+        };
+        // ECHILD would mean someone else reaped it: treat as exited rather than wait forever.
+        rc != 0 || unsafe { info.si_pid() } != 0
+    }
+
+    /// Kills what is left of the group and reaps the leader. Call after [`Child::exited`]; before
+    /// that, it blocks until the leader dies of the SIGKILL.
+    pub fn reap(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        {
+            let mut groups = groups();
+            // SAFETY: plain syscall; the leader is not reaped yet.
+            unsafe { libc::killpg(self.pid, libc::SIGKILL) };
+            if let Some(i) = groups.iter().position(|&p| p == self.pid) {
+                groups.swap_remove(i);
+            }
+        }
+        let status = waitpid_blocking(self.pid);
+        self.status = Some(status);
+        status
+    }
+
+    /// Waits for the leader to exit, then kills leftovers in its group and reaps it.
+    pub async fn wait(&mut self) -> ExitStatus {
+        self.exited().await;
+        self.reap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        self.kill_group();
+        if self.has_exited() {
+            self.reap();
+            return;
+        }
+        // SIGKILL is delivered asynchronously; reap it once it is gone, off this thread.
+        let child = Child {
+            pid: self.pid,
+            exit: std::mem::replace(&mut self.exit, ExitWatch::Poll),
+            status: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
+        self.status = Some(ExitStatus::from_raw(0));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let mut child = child;
+                    child.wait().await;
+                });
+            }
+            Err(_) => {
+                let mut child = child;
+                child.reap();
+            }
+        }
+    }
+}
+
+/// Go's wording: `exit status 3`, `signal: killed`.
+pub fn describe(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    let signal = status.signal().unwrap_or(0);
+    let name = match signal {
+        libc::SIGHUP => "hangup",
+        libc::SIGINT => "interrupt",
+        libc::SIGQUIT => "quit",
+        libc::SIGILL => "illegal instruction",
+        libc::SIGTRAP => "trace/breakpoint trap",
+        libc::SIGABRT => "aborted",
+        libc::SIGBUS => "bus error",
+        libc::SIGFPE => "floating point exception",
+        libc::SIGKILL => "killed",
+        libc::SIGUSR1 => "user defined signal 1",
+        libc::SIGSEGV => "segmentation fault",
+        libc::SIGUSR2 => "user defined signal 2",
+        libc::SIGPIPE => "broken pipe",
+        libc::SIGALRM => "alarm clock",
+        libc::SIGTERM => "terminated",
+        _ => return format!("signal: {signal}"),
+    };
+    let core = if status.core_dumped() { " (core dumped)" } else { "" };
+    format!("signal: {name}{core}")
+}
+
+/// The C library's text for an errno, lower-cased like Go's (`no such file or directory`).
+fn errno_text(code: i32) -> String {
+    let text = io::Error::from_raw_os_error(code).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+}
+
+fn waitpid_blocking(pid: libc::pid_t) -> ExitStatus {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall with a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return ExitStatus::from_raw(status);
+        }
+        if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // ECHILD: already reaped elsewhere; nothing to report.
+            return ExitStatus::from_raw(0);
+        }
+    }
+}
+
+/// A pipe whose ends are both close-on-exec (the child gets its end through dup2).
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [RawFd; 2] = [-1; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd_unchecked(nonblocking(fd)?)
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; on success it returns a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
+/// Writes `data` to a non-blocking stdin pipe and closes it. A function that exits or closes its
+/// stdin early is not an error (the classic watchdog ignores EPIPE too).
+pub async fn feed(stdin: OwnedFd, data: &[u8]) {
+    let mut written = 0;
+    // Most bodies fit in the pipe: write directly, without registering with the reactor.
+    while written < data.len() {
+        match write_fd(&stdin, &data[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return,
+        }
+    }
+    if written == data.len() {
+        return;
+    }
+    let Ok(sender) = pipe::Sender::from_owned_fd_unchecked(stdin) else { return };
+    let mut sender = sender;
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &data[written..]).await;
+}
+
+fn write_fd(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: writes from a valid buffer to a descriptor we own.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_wording() {
+        assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "exit status 3");
+        assert_eq!(describe(ExitStatus::from_raw(libc::SIGKILL)), "signal: killed");
+        let missing = SpawnError { program: "foo".into(), error: io::Error::from_raw_os_error(libc::ENOENT) };
+        assert_eq!(missing.to_string(), r#"exec: "foo": executable file not found in $PATH"#);
+        let missing = SpawnError { program: "/no/bin".into(), error: io::Error::from_raw_os_error(libc::ENOENT) };
+        assert_eq!(missing.to_string(), "fork/exec /no/bin: no such file or directory");
+        let denied = SpawnError { program: "/etc/passwd".into(), error: io::Error::from_raw_os_error(libc::EACCES) };
+        assert_eq!(denied.to_string(), "fork/exec /etc/passwd: permission denied");
+    }
+}

@@ -1,0 +1,553 @@
+//! The HTTP front: listeners, the accept loop, routing (`/_/health`, `/_/ready`, everything else to
+//! the mode), the `max_inflight` limiter, metrics around each function request, and the
+//! shutdown timeline from the first signal to the exit code.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioTimer;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+
+use crate::body::{Body, RequestBody};
+use crate::config::{Config, go_duration};
+use crate::conn::Conn;
+use crate::health::Health;
+use crate::limiter::{Limiter, Slot};
+use crate::metrics::{InFlight, Metrics};
+use crate::modes::{self, Ctx, Mode, empty, text};
+use crate::process;
+use crate::shutdown::{Cancel, Signals, Stop};
+
+/// hyper's read buffer, and so the largest request head: bigger heads get 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// After the drain deadline, how long cancelled requests get to send their answers.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    cfg: Arc<Config>,
+    mode: Arc<dyn Mode>,
+    health: Health,
+    limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
+    /// Set when in-flight requests must give up (drain deadline, second signal).
+    cancel: Cancel,
+    http: http1::Builder,
+}
+
+/// Runs the watchdog until it is told to stop; returns the process exit code.
+pub async fn run(cfg: Arc<Config>) -> i32 {
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fatal(&format!("cannot install signal handlers: {e}")),
+    };
+    log::info!("{}", cfg.timeouts_line());
+
+    let listener = match bind(cfg.port).await {
+        Ok(listener) => listener,
+        Err(e) => return fatal(&format!("port: cannot listen on port {}: {e}", cfg.port)),
+    };
+    let metrics_listener = match cfg.metrics_port {
+        Some(port) => match bind(port).await {
+            Ok(listener) => Some(listener),
+            Err(e) => return fatal(&format!("metrics_port: cannot listen on port {port}: {e}")),
+        },
+        None => None,
+    };
+
+    let mode = match modes::start(&cfg).await {
+        Ok(mode) => mode,
+        Err(e) => return fatal(&e),
+    };
+    let app = Arc::new(App::new(Arc::clone(&cfg), mode));
+
+    log::info!("Listening on port: {}", local_port(&listener));
+    if let Some(listener) = metrics_listener {
+        log::info!("Metrics listening on port: {}", local_port(&listener));
+        tokio::spawn(serve_metrics(listener, Arc::clone(&app.metrics)));
+    }
+    if let Err(e) = app.health.mark_accepting() {
+        app.mode.stop().await;
+        return fatal(&e);
+    }
+
+    let connections = Connections::new();
+    let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app), Arc::clone(&connections)));
+    let code = lifecycle(&app, &mut signals, accepting, &connections).await;
+    app.mode.stop().await;
+    process::signal_all(libc::SIGKILL);
+    app.health.remove_lock();
+    code
+}
+
+fn fatal(message: &str) -> i32 {
+    log::error!("{message}");
+    1
+}
+
+/// From the first signal to the exit code (the timeline is in the README).
+async fn lifecycle(
+    app: &Arc<App>,
+    signals: &mut Signals,
+    accepting: tokio::task::JoinHandle<()>,
+    connections: &Arc<Connections>,
+) -> i32 {
+    let stop = tokio::select! {
+        stop = signals.next_stop() => stop,
+        code = app.mode.failed() => {
+            app.health.mark_not_accepting();
+            return code;
+        }
+    };
+    let interval = if stop == Stop::Term { app.cfg.healthcheck_interval } else { Duration::ZERO };
+    log::info!("{}: no new connections in {}", stop.name(), go_duration(interval));
+    app.health.mark_not_accepting();
+
+    // Keep serving while the orchestrator notices that health went 503.
+    if !interval.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            again = signals.next_stop() => return forced_exit(app, again),
+        }
+    }
+
+    log::info!("No new connections allowed, draining: {} requests", app.metrics.in_flight_now());
+    accepting.abort();
+    let _ = accepting.await; // the listener is closed once the task is gone
+    connections.close_all();
+
+    let drain = app.cfg.write_timeout.unwrap_or_default();
+    tokio::select! {
+        drained = connections.wait_idle(drain) => {
+            if !drained {
+                log::info!(
+                    "Drain deadline (write_timeout {}) passed: stopping {} requests",
+                    go_duration(drain),
+                    connections.count()
+                );
+                app.cancel.cancel();
+                connections.wait_idle(CANCEL_GRACE).await;
+            }
+        }
+        again = signals.next_stop() => return forced_exit(app, again),
+    }
+    log::info!("Exiting. Active connections: {}", connections.count());
+    0
+}
+
+/// A second signal: no more waiting.
+fn forced_exit(app: &App, stop: Stop) -> i32 {
+    log::info!("{} again: exiting now", stop.name());
+    app.cancel.cancel();
+    process::signal_all(libc::SIGKILL);
+    128 + if stop == Stop::Term { libc::SIGTERM } else { libc::SIGINT }
+}
+
+/// Binds `port` on every address: IPv6 and IPv4 where the host has IPv6, IPv4 otherwise.
+async fn bind(port: u16) -> io::Result<TcpListener> {
+    let v6 = || -> io::Result<TcpSocket> {
+        let socket = TcpSocket::new_v6()?;
+        set_dual_stack(&socket);
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from(([0u16; 8], port)))?;
+        Ok(socket)
+    };
+    let socket = match v6() {
+        Ok(socket) => socket,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+        Err(_) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+            socket
+        }
+    };
+    socket.listen(1024)
+}
+
+fn set_dual_stack(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt with a valid pointer and length on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&raw const off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn local_port(listener: &TcpListener) -> u16 {
+    listener.local_addr().map_or(0, |a| a.port())
+}
+
+/// Accepts connections until aborted. Accept errors (out of file descriptors, most often) never
+/// end the loop: it backs off and tries again.
+async fn accept_loop(listener: TcpListener, app: Arc<App>, connections: Arc<Connections>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(5);
+                serve_connection(stream, &app, &connections);
+            }
+            Err(e) if is_per_connection(&e) => {}
+            Err(e) => {
+                log::warn!("accept: {e}; retrying in {}", go_duration(backoff));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection that is already gone, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+}
+
+fn serve_connection(stream: TcpStream, app: &Arc<App>, connections: &Arc<Connections>) {
+    let _ = stream.set_nodelay(true);
+    let io = Conn::new(stream, app.cfg.write_timeout);
+    let handler = Arc::clone(app);
+    let service = service_fn(move |req| {
+        let app = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(app.route(req).await) }
+    });
+    let conn = app.http.serve_connection(io, service).with_upgrades();
+    let guard = connections.open();
+    tokio::spawn(async move {
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = guard.closing() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            // Slow, idle and vanished clients end here; that is routine, not an error.
+            log::debug!("connection: {e}");
+        }
+        drop(guard);
+    });
+}
+
+impl App {
+    fn new(cfg: Arc<Config>, mode: Arc<dyn Mode>) -> App {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new()).keep_alive(true).max_buf_size(MAX_HEAD_BYTES);
+        // Without a read_timeout, idle and slow clients may hold their connection forever, as in Go.
+        http.header_read_timeout(cfg.read_timeout);
+        App {
+            health: Health::new((!cfg.suppress_lock).then(|| cfg.lock_path.clone())),
+            limiter: Limiter::new(cfg.max_inflight),
+            metrics: Arc::new(Metrics::default()),
+            cancel: Cancel::default(),
+            http,
+            mode,
+            cfg,
+        }
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
+            "/_/health" => self.health(req.method()),
+            "/_/ready" => self.ready(req).await,
+            path => match clean_path(path) {
+                Some(clean) if req.method() != Method::CONNECT => redirect(clean, req.uri().query()),
+                _ => self.function(req).await,
+            },
+        }
+    }
+
+    /// `/_/health`: 200 `OK` while accepting (and the lock file exists, unless suppressed).
+    fn health(&self, method: &Method) -> Response<Body> {
+        if method != Method::GET {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        if self.health.is_healthy() { text(StatusCode::OK, "OK") } else { empty(StatusCode::SERVICE_UNAVAILABLE) }
+    }
+
+    /// `/_/ready`: 503 when not accepting, 429 when `max_inflight` is reached, else the function's
+    /// answer for `ready_path` if one is set, else 200. Not limited, not counted in metrics.
+    async fn ready(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        if !self.health.is_healthy() {
+            return empty(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        if self.limiter.is_full() {
+            return empty(StatusCode::TOO_MANY_REQUESTS);
+        }
+        let Some(path) = &self.cfg.ready_path else { return empty(StatusCode::OK) };
+        let (mut parts, _) = req.into_parts();
+        parts.uri = match path.parse() {
+            Ok(uri) => uri,
+            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "ready_path is not a valid path\n"),
+        };
+        let probe = Request::from_parts(parts, RequestBody::Empty);
+        Arc::clone(&self.mode).call(probe, self.ctx(Instant::now())).await
+    }
+
+    /// A request for the function: limiter, metrics, then the mode.
+    async fn function(&self, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let tally = Tally { metrics: Arc::clone(&self.metrics), method: req.method().clone(), start };
+        let in_flight = self.metrics.in_flight();
+        let Some(slot) = self.limiter.try_acquire() else {
+            return tally.finish(too_many(self.limiter.max()), (in_flight, None));
+        };
+        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), self.ctx(start)).await;
+        tally.finish(response, (in_flight, Some(slot)))
+    }
+
+    fn ctx(&self, start: Instant) -> Ctx {
+        Ctx { start, cancel: self.cancel.clone() }
+    }
+}
+
+/// Records a function request in the metrics once its response is complete.
+struct Tally {
+    metrics: Arc<Metrics>,
+    method: Method,
+    start: Instant,
+}
+
+impl Tally {
+    /// Counts a buffered response now; a streamed one when its body ends. `held` (the in-flight
+    /// gauge and the limiter slot) is released at the same moment.
+    fn finish(self, response: Response<Body>, held: (InFlight, Option<Slot>)) -> Response<Body> {
+        let code = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            Body::Full(bytes) => {
+                self.observe(code);
+                drop(held);
+                Body::Full(bytes)
+            }
+            Body::Stream(stream) => Body::stream(OnEnd { body: stream, end: Some((self, code, held)) }),
+        };
+        Response::from_parts(parts, body)
+    }
+
+    fn observe(&self, code: u16) {
+        self.metrics.observe(&self.method, code, self.start.elapsed());
+    }
+}
+
+/// A streamed body that reports to the metrics when it ends or is dropped.
+struct OnEnd<B> {
+    body: B,
+    end: Option<(Tally, u16, (InFlight, Option<Slot>))>,
+}
+
+impl<B> OnEnd<B> {
+    fn end(&mut self) {
+        if let Some((tally, code, held)) = self.end.take() {
+            tally.observe(code);
+            drop(held);
+        }
+    }
+}
+
+impl<B> Drop for OnEnd<B> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<B> hyper::body::Body for OnEnd<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = io::Error> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(poll, std::task::Poll::Ready(None | Some(Err(_)))) {
+            this.end();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn too_many(max: usize) -> Response<Body> {
+    let mut response = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
+    );
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert("x-openfaas-internal", HeaderValue::from_static("faas-middleware"));
+    response
+}
+
+fn redirect(path: String, query: Option<&str>) -> Response<Body> {
+    let location = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// Go's `ServeMux` path cleaning: `None` when `path` is already clean, else the cleaned path
+/// (`//a/../b` → `/b`; a trailing slash is kept).
+pub fn clean_path(path: &str) -> Option<String> {
+    if !path.contains("//") && !path.contains("/.") {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut clean = String::with_capacity(path.len());
+    for part in &parts {
+        clean.push('/');
+        clean.push_str(part);
+    }
+    if parts.is_empty() || path.ends_with('/') {
+        clean.push('/');
+    }
+    (clean != path).then_some(clean)
+}
+
+/// Open connections, so the drain knows when it is done.
+struct Connections {
+    count: AtomicUsize,
+    idle: Notify,
+    closing: Cancel,
+}
+
+/// One open connection; dropping it closes the books on it.
+struct ConnectionGuard(Arc<Connections>);
+
+impl Connections {
+    fn new() -> Arc<Connections> {
+        Arc::new(Connections { count: AtomicUsize::new(0), idle: Notify::new(), closing: Cancel::default() })
+    }
+
+    fn open(self: &Arc<Self>) -> ConnectionGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        ConnectionGuard(Arc::clone(self))
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Asks every connection to finish its current request and close.
+    fn close_all(&self) {
+        self.closing.cancel();
+    }
+
+    /// Waits until no connection is open; `false` if `limit` passed first.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.count() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, idle).await.is_ok()
+    }
+}
+
+impl ConnectionGuard {
+    async fn closing(&self) {
+        self.0.closing.cancelled().await;
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The metrics listener: `/metrics` (any method), 404 elsewhere.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response = if req.uri().path() == "/metrics" {
+                let mut r = text(StatusCode::OK, metrics.render());
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                r
+            } else {
+                text(StatusCode::NOT_FOUND, "404 page not found\n")
+            };
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = http.serve_connection(Conn::new(stream, Some(Duration::from_secs(5))), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_path;
+
+    #[test]
+    fn paths_are_cleaned_like_go() {
+        assert_eq!(clean_path("/"), None);
+        assert_eq!(clean_path("/a/b/"), None);
+        assert_eq!(clean_path("/a.b/.c"), None);
+        assert_eq!(clean_path("//a/../b"), Some("/b".into()));
+        assert_eq!(clean_path("/a/./b"), Some("/a/b".into()));
+        assert_eq!(clean_path("/a//"), Some("/a/".into()));
+        assert_eq!(clean_path("/.."), Some("/".into()));
+        assert_eq!(clean_path("/a/.."), Some("/".into()));
+    }
+}
