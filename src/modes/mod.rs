@@ -94,6 +94,61 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// The of-watchdog's per-request log line, `POST /p?q=1 - 200 - ContentLength: 13B (0.0020s)`,
+/// captured from the request and written when the response is done. Requests from Kubernetes
+/// probes (`User-Agent: kube-probe/…`) are not logged.
+#[allow(dead_code)] // used by the of-watchdog modes
+pub struct AccessLog {
+    method: hyper::Method,
+    uri: String,
+    call_id: Option<String>,
+    quiet: bool,
+}
+
+#[allow(dead_code)]
+impl AccessLog {
+    /// `with_call_id`: append ` [<X-Call-Id>]` (`log_callid`).
+    pub fn new(parts: &hyper::http::request::Parts, with_call_id: bool) -> AccessLog {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        AccessLog {
+            method: parts.method.clone(),
+            uri: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string()),
+            call_id: with_call_id.then(|| header("x-call-id").unwrap_or("none").to_string()),
+            quiet: header("user-agent").is_some_and(|ua| ua.starts_with("kube-probe")),
+        }
+    }
+
+    pub fn write(&self, status: StatusCode, bytes: u64, elapsed: Duration) {
+        if self.quiet {
+            return;
+        }
+        let call_id = self.call_id.as_ref().map(|id| format!(" [{id}]")).unwrap_or_default();
+        log::info!(
+            "{} {} - {} - ContentLength: {} ({:.4}s){call_id}",
+            self.method,
+            self.uri,
+            status.as_u16(),
+            human_size(bytes),
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// docker/go-units `HumanSize`: decimal units, 4 significant digits (`10B`, `1.677kB`, `10MB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1000.0 && unit < UNITS.len() - 1 {
+        size /= 1000.0;
+        unit += 1;
+    }
+    let digits = if size < 1.0 { 1 } else { size.log10().floor() as usize + 1 };
+    let text = format!("{:.*}", 4usize.saturating_sub(digits), size);
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}{}", UNITS[unit])
+}
+
 /// Reads the whole request body, giving up at `deadline`.
 pub async fn read_body(body: RequestBody, deadline: Option<tokio::time::Instant>) -> Result<Bytes, BodyError> {
     let collect = body.collect();
@@ -102,4 +157,20 @@ pub async fn read_body(body: RequestBody, deadline: Option<tokio::time::Instant>
         None => collect.await,
     };
     collected.map(|c| c.to_bytes()).map_err(BodyError::Broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn human_size_matches_go_units() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(10), "10B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(1677), "1.677kB");
+        assert_eq!(human_size(10_000_000), "10MB");
+        assert_eq!(human_size(1_234_567), "1.235MB");
+    }
 }
