@@ -79,6 +79,8 @@ pub struct Config {
     pub log_buffer_size: Option<usize>,
     pub log_callid: bool,
     pub ready_path: Option<String>,
+    /// http mode: how long the function may take to accept connections; `None` = no limit.
+    pub start_timeout: Option<Duration>,
 }
 
 /// A configuration error: names the variable and the offending value.
@@ -119,6 +121,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("log_buffer_size", "65536", "longest function log line before it is split; -1 = unbounded"),
     ("log_callid", "false", "append X-Call-Id to request logs (alias log_call_id)"),
     ("ready_path", "", "path on the function that /_/ready consults"),
+    ("start_timeout", "60s", "http mode: exit non-zero if the function does not listen by then"),
     ("TMPDIR", "/tmp", "directory of the lock file"),
 ];
 
@@ -162,12 +165,9 @@ impl Config {
                         "upstream_url: mode=http needs the URL the function listens on, for example upstream_url=http://127.0.0.1:5000".into(),
                     ));
                 }
-                Some(url) if !url.starts_with("http://") => {
-                    return Err(ConfigError(format!(
-                        "upstream_url: expected a URL starting with http://, got {url:?}"
-                    )));
+                Some(url) => {
+                    check_upstream_url(url).map_err(|why| ConfigError(format!("upstream_url: {why}, got {url:?}")))?
                 }
-                Some(_) => {}
             }
         }
 
@@ -200,6 +200,7 @@ impl Config {
             log_buffer_size: env.parse("log_buffer_size", Some(65536), parse_log_buffer_size)?,
             log_callid: env.parse("log_callid", false, parse_bool)? || env.parse("log_call_id", false, parse_bool)?,
             ready_path: env.get("ready_path"),
+            start_timeout: env.parse("start_timeout", Some(Duration::from_secs(60)), timeout)?,
         })
     }
 
@@ -214,6 +215,22 @@ impl Config {
             go_duration(self.healthcheck_interval)
         )
     }
+}
+
+/// An `http://host[:port][/path]` URL: the http mode joins request paths to its path.
+fn check_upstream_url(url: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected a URL like http://127.0.0.1:5000 (optionally with a path)";
+    let uri: hyper::Uri = url.parse().map_err(|_| EXPECTED.to_string())?;
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    let bad_port = after_host.contains(':') && uri.port_u16().is_none();
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) || bad_port || authority.contains('@') {
+        return Err(EXPECTED.into());
+    }
+    if uri.query().is_some() {
+        return Err("a query cannot be joined with the request's; remove it".into());
+    }
+    Ok(())
 }
 
 /// `$TMPDIR/.lock`, the file whose presence means "healthy".
@@ -425,6 +442,12 @@ mod tests {
         assert!(error(&[]).starts_with("fprocess: "));
         assert!(error(&[("fprocess", "cat"), ("jwt_auth", "true")]).starts_with("jwt_auth: "));
         assert!(error(&[("fprocess", "cat"), ("mode", "http")]).starts_with("upstream_url: "));
+        for bad in ["https://h:5000", "127.0.0.1:5000", "http://", "http://h/a?b=1", "http://h:port"] {
+            let e = error(&[("fprocess", "cat"), ("mode", "http"), ("upstream_url", bad)]);
+            assert!(e.starts_with("upstream_url: ") && e.ends_with(&format!("got {bad:?}")), "{e}");
+        }
+        let c = load(&[("fprocess", "cat"), ("mode", "http"), ("upstream_url", "http://[::1]:5000/base/")]).unwrap();
+        assert_eq!(c.start_timeout, Some(Duration::from_secs(60)));
     }
 
     #[test]

@@ -21,7 +21,6 @@ pub struct LogStyle {
 
 /// Which of the function's streams a pipe carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // stdout is logged by the http mode, still to come
 pub enum Stream {
     Stdout,
     Stderr,

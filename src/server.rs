@@ -76,13 +76,18 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
         log::info!("Metrics listening on port: {}", local_port(&listener));
         tokio::spawn(serve_metrics(listener, Arc::clone(&app.metrics)));
     }
-    if let Err(e) = app.health.mark_accepting() {
+    // Serve from now on (`/_/health` says 503), but write the lock only once the mode has started.
+    let connections = Connections::new();
+    let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app), Arc::clone(&connections)));
+    let started = tokio::select! {
+        started = app.mode.started() => started,
+        stop = signals.next_stop() => Err(format!("{}: stopping before the function was ready", stop.name())),
+    };
+    if let Err(e) = started.and_then(|()| app.health.mark_accepting()) {
         app.mode.stop().await;
         return fatal(&e);
     }
 
-    let connections = Connections::new();
-    let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app), Arc::clone(&connections)));
     let code = lifecycle(&app, &mut signals, accepting, &connections).await;
     app.mode.stop().await;
     process::signal_all(libc::SIGKILL);

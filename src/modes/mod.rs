@@ -3,6 +3,7 @@
 //! metrics and hands every function request to the configured mode.
 
 mod classic;
+mod http;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,12 @@ pub trait Mode: Send + Sync + 'static {
         Box::pin(std::future::pending())
     }
 
+    /// Resolves once the mode can serve (the http mode: its function accepts connections); the
+    /// lock file is written only then. An error stops the watchdog. Default: at once.
+    fn started(&self) -> BoxFuture<Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Called once after the drain, before the watchdog exits: stop what the mode started.
     fn stop(&self) -> BoxFuture<()> {
         Box::pin(async {})
@@ -53,10 +60,12 @@ impl Ctx {
     }
 }
 
-/// Builds the configured mode (in http mode this starts the function and waits until it listens).
+/// Builds the configured mode (in http mode this starts the function; [`Mode::started`] waits until
+/// it listens).
 pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Mode>, String> {
     match cfg.mode {
         ModeName::Classic => Ok(Arc::new(classic::Classic::new(Arc::clone(cfg)))),
+        ModeName::Http => Ok(Arc::new(http::Http::start(cfg)?)),
         other => Err(format!("mode: {} is not implemented yet", other.name())),
     }
 }
@@ -97,7 +106,6 @@ impl std::fmt::Display for BodyError {
 /// The of-watchdog's per-request log line, `POST /p?q=1 - 200 - ContentLength: 13B (0.0020s)`,
 /// captured from the request and written when the response is done. Requests from Kubernetes
 /// probes (`User-Agent: kube-probe/…`) are not logged.
-#[allow(dead_code)] // used by the of-watchdog modes
 pub struct AccessLog {
     method: hyper::Method,
     uri: String,
@@ -105,7 +113,6 @@ pub struct AccessLog {
     quiet: bool,
 }
 
-#[allow(dead_code)]
 impl AccessLog {
     /// `with_call_id`: append ` [<X-Call-Id>]` (`log_callid`).
     pub fn new(parts: &hyper::http::request::Parts, with_call_id: bool) -> AccessLog {

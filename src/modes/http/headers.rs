@@ -1,0 +1,221 @@
+//! What the proxy changes on the way through: the upstream URL of a request, the hop-by-hop
+//! headers it drops (RFC 9110 §7.6.1), WebSocket upgrades it keeps, and the time limit of a
+//! request (`exec_timeout`, lowered by `X-Timeout`, and `write_timeout`).
+
+use std::fmt;
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
+use hyper::http::uri::Authority;
+
+use crate::config::{self, Config, go_duration};
+
+/// Headers that describe one connection, not the message: never forwarded. (`Upgrade` comes back
+/// for WebSocket handshakes; `Expect` was already answered to the client by the server.)
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"];
+
+/// `upstream_url`, split so that request paths can be joined to its path.
+pub struct Upstream {
+    authority: Authority,
+    /// The URL's path without its trailing `/` (`""` for none).
+    base: String,
+}
+
+impl Upstream {
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("upstream_url: {e}, got {url:?}"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| format!("upstream_url: no host in {url:?}"))?;
+        Ok(Upstream { authority, base: uri.path().trim_end_matches('/').to_string() })
+    }
+
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(80)
+    }
+
+    /// The upstream URL for a request: `http://h:5000/base/` and `/a?q=1` give
+    /// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`).
+    pub fn uri_for(&self, request: &Uri) -> Result<Uri, hyper::http::Error> {
+        let path = request.path_and_query().map_or("/", |pq| pq.as_str());
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{slash}{path}", self.base))
+            .build()
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.base)
+    }
+}
+
+/// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
+/// value of `Upgrade` is kept and announced again with `Connection: upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    let named: Vec<HeaderName> =
+        tokens(headers, &CONNECTION).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+}
+
+/// The `Upgrade` value when the request asks for a WebSocket (`Connection: upgrade` and
+/// `Upgrade: websocket`, in any case). Other protocols (`h2c`) are not tunnelled.
+pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrades = tokens(headers, &CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let websocket = tokens(headers, &UPGRADE).any(|t| t.split('/').next().is_some_and(is_websocket));
+    (upgrades && websocket).then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+fn is_websocket(protocol: &str) -> bool {
+    protocol.eq_ignore_ascii_case("websocket")
+}
+
+/// The comma-separated tokens of every `name` header.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The time a request may take, and the setting that chose it (for the 504 and the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub after: Duration,
+    pub by: &'static str,
+}
+
+impl Limit {
+    /// The shortest of `exec_timeout`, `X-Timeout` and `write_timeout`. `X-Timeout` (seconds or a
+    /// Go duration) can only shorten the limit, and applies when `exec_timeout` is off too; a
+    /// value that does not parse is ignored, as in of-watchdog.
+    pub fn of(cfg: &Config, headers: &HeaderMap) -> Option<Limit> {
+        let x_timeout = headers
+            .get("x-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| config::duration(v.trim()).ok())
+            .filter(|d| !d.is_zero());
+        [
+            cfg.exec_timeout.map(|after| Limit { after, by: "exec_timeout" }),
+            x_timeout.map(|after| Limit { after, by: "X-Timeout" }),
+            cfg.write_timeout.map(|after| Limit { after, by: "write_timeout" }),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|l| l.after)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.by, go_duration(self.after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(base: &str, request: &str) -> String {
+        Upstream::parse(base).unwrap().uri_for(&request.parse().unwrap()).unwrap().to_string()
+    }
+
+    #[test]
+    fn paths_join_with_one_slash() {
+        assert_eq!(join("http://h:5000", "/a?q=1"), "http://h:5000/a?q=1");
+        assert_eq!(join("http://h:5000/", "/a?q=1"), "http://h:5000/a?q=1");
+        assert_eq!(join("http://h:5000/base", "/a/b?q=1&r=%20"), "http://h:5000/base/a/b?q=1&r=%20");
+        assert_eq!(join("http://h:5000/base/", "/a?q=1"), "http://h:5000/base/a?q=1");
+        assert_eq!(join("http://h:5000/base/", "/"), "http://h:5000/base/");
+        assert_eq!(join("http://h/base", "http://client.example/x?y"), "http://h/base/x?y");
+        assert_eq!(Upstream::parse("http://[::1]:5000/b/").unwrap().to_string(), "http://[::1]:5000/b");
+        assert_eq!(Upstream::parse("http://h").unwrap().port(), 80);
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    fn names(map: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Private"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("expect", "100-continue"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("content-type", "text/plain"),
+        ]);
+        remove_hop_by_hop(&mut map, None);
+        assert_eq!(names(&map), ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised_and_kept() {
+        let map = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+        let upgrade = websocket_upgrade(&map);
+        assert_eq!(upgrade.as_ref().map(|v| v.to_str().unwrap()), Some("WebSocket"));
+        let mut map = map;
+        remove_hop_by_hop(&mut map, upgrade);
+        assert_eq!(map.get("connection").unwrap(), "upgrade");
+        assert_eq!(map.get("upgrade").unwrap(), "WebSocket");
+        assert!(websocket_upgrade(&headers(&[("upgrade", "websocket")])).is_none(), "needs Connection: upgrade");
+        assert!(websocket_upgrade(&headers(&[("connection", "upgrade"), ("upgrade", "h2c")])).is_none());
+    }
+
+    #[test]
+    fn the_shortest_limit_wins_and_x_timeout_only_lowers() {
+        let cfg = |exec: Option<u64>, write: Option<u64>| Config {
+            exec_timeout: exec.map(Duration::from_secs),
+            write_timeout: write.map(Duration::from_secs),
+            ..Config::from_lookup(|k| (k == "fprocess").then(|| "cat".to_string())).unwrap()
+        };
+        let limit = |after: Duration, by| Some(Limit { after, by });
+        let s = Duration::from_secs;
+        let x = |v: &str| headers(&[("x-timeout", v)]);
+        assert_eq!(Limit::of(&cfg(Some(10), Some(30)), &HeaderMap::new()), limit(s(10), "exec_timeout"));
+        assert_eq!(Limit::of(&cfg(Some(10), Some(30)), &x("500ms")), limit(Duration::from_millis(500), "X-Timeout"));
+        assert_eq!(Limit::of(&cfg(Some(10), Some(30)), &x("20")), limit(s(10), "exec_timeout"));
+        assert_eq!(Limit::of(&cfg(None, Some(30)), &x("2s")), limit(s(2), "X-Timeout"));
+        assert_eq!(Limit::of(&cfg(None, Some(5)), &x("bogus")), limit(s(5), "write_timeout"));
+        assert_eq!(Limit::of(&cfg(Some(10), None), &x("0")), limit(s(10), "exec_timeout"));
+        assert_eq!(Limit::of(&cfg(None, None), &HeaderMap::new()), None);
+        assert_eq!(limit(s(90), "exec_timeout").unwrap().to_string(), "exec_timeout (1m30s)");
+    }
+}

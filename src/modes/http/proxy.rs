@@ -1,0 +1,357 @@
+//! One request's way to the function's server and back.
+//!
+//! The request goes out with the upstream URL joined to its path, its hop-by-hop headers dropped
+//! and its body streamed (with `buffer_http`: read first and sent with a Content-Length). The
+//! response comes back as it arrives, chunk by chunk, so server-sent events and NDJSON reach the
+//! client at once; an accepted WebSocket handshake becomes a tunnel. One time limit ([`Limit`])
+//! covers the whole exchange: before the response headers it gives 504, after them it cuts the
+//! body or closes the tunnel. A failure of the function's server is a 502 with one line, and a
+//! body that breaks after the headers ends the connection: never a complete-looking 200.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::{self, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Sleep;
+
+use super::Http;
+use super::headers::{Limit, remove_hop_by_hop, websocket_upgrade};
+use crate::body::{Body, RequestBody};
+use crate::modes::{AccessLog, BodyError, Ctx, read_body, text};
+use crate::shutdown::Cancel;
+
+pub type Client = legacy::Client<HttpConnector, Body>;
+
+/// Idle pooled connections to the function are closed after this, before the function's server
+/// closes them itself (Gunicorn's default is 2 s, Node's 5 s): a request sent on a connection the
+/// server is closing fails. The reference uses the same 500 ms.
+const POOL_IDLE: Duration = Duration::from_millis(500);
+
+/// A pooled keep-alive HTTP/1.1 client. Header names go out as `Content-Type`, not hyper's
+/// `content-type`, as Go's client writes them: servers that compare names case-sensitively exist.
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .http1_title_case_headers(true)
+        .build(connector)
+}
+
+/// Why no response came from the function.
+enum Failure {
+    /// The client's body broke or did not arrive within `read_timeout`: 400.
+    Body(String),
+    /// The function's server failed: 502.
+    Upstream(legacy::Error),
+}
+
+/// The request as it goes to the function, before its body is attached.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    /// The client framed a body (Content-Length or Transfer-Encoding), even an empty one.
+    framed: bool,
+}
+
+impl Http {
+    pub(super) async fn forward(&self, mut req: Request<RequestBody>, ctx: Ctx) -> Response<Body> {
+        let upgrade = websocket_upgrade(req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let log = AccessLog::new(&parts, self.cfg.log_callid);
+        if parts.method == Method::CONNECT {
+            return answer(log, &ctx, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not passed to the function\n");
+        }
+        let limit = Limit::of(&self.cfg, &parts.headers);
+        let deadline = ctx.deadline(limit.map(|l| l.after));
+        let uri = match self.upstream.uri_for(&parts.uri) {
+            Ok(uri) => uri,
+            Err(e) => return answer(log, &ctx, StatusCode::BAD_REQUEST, format!("invalid request target: {e}\n")),
+        };
+        let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
+        let mut headers = parts.headers;
+        remove_hop_by_hop(&mut headers, upgrade);
+        let outgoing = Outgoing { method: parts.method, uri, headers, framed };
+
+        let result = tokio::select! {
+            result = self.exchange(outgoing, body, &ctx) => result,
+            () = sleep_until(deadline) => {
+                log::info!("Upstream HTTP killed due to {}", describe(limit));
+                let message = format!("The function did not answer within {}\n", describe(limit));
+                return answer(log, &ctx, StatusCode::GATEWAY_TIMEOUT, message);
+            }
+            () = ctx.cancel.cancelled() => {
+                let message = "The watchdog is shutting down; the request was stopped.\n";
+                return answer(log, &ctx, StatusCode::SERVICE_UNAVAILABLE, message);
+            }
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err(Failure::Body(why)) => {
+                let mut response = answer(log, &ctx, StatusCode::BAD_REQUEST, format!("{why}\n"));
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+            Err(Failure::Upstream(e)) => return bad_gateway(log, &ctx, &one_line(&e)),
+        };
+
+        let status = response.status();
+        let tunnel = match (status, client_upgrade) {
+            (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some((client, hyper::upgrade::on(&mut response))),
+            (StatusCode::SWITCHING_PROTOCOLS, None) => {
+                return bad_gateway(log, &ctx, "the function switched protocols without being asked");
+            }
+            _ => None,
+        };
+        let (mut head, body) = response.into_parts();
+        let upgrade = tunnel.as_ref().and_then(|_| head.headers.get(UPGRADE).cloned());
+        remove_hop_by_hop(&mut head.headers, upgrade);
+        head.headers.insert("x-duration-seconds", seconds(ctx.start));
+        // hyper answers HTTP/1.0 clients in 1.0 by itself; a 1.0 upstream must not downgrade others.
+        head.version = Version::HTTP_11;
+        let body = match tunnel {
+            Some((client, upstream)) => {
+                log.write(status, 0, ctx.start.elapsed());
+                tokio::spawn(tunnel_between(client, upstream, deadline, ctx.cancel.clone(), limit));
+                Body::empty()
+            }
+            None => Body::stream(Relay::new(body, deadline.zip(limit), &ctx, log, status)),
+        };
+        Response::from_parts(head, body)
+    }
+
+    /// Sends the request once the function listens, and waits for the response headers.
+    async fn exchange(&self, out: Outgoing, body: RequestBody, ctx: &Ctx) -> Result<Response<Incoming>, Failure> {
+        let Outgoing { method, uri, mut headers, framed } = out;
+        let failure = Arc::new(OnceLock::new());
+        let body = match body {
+            RequestBody::Empty => Body::empty(),
+            body if self.cfg.buffer_http => {
+                let deadline = ctx.deadline(self.cfg.read_timeout);
+                let bytes = read_body(body, deadline).await.map_err(|e| Failure::Body(e.to_string()))?;
+                // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
+                if framed || !bytes.is_empty() {
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                }
+                Body::from(bytes)
+            }
+            body => {
+                let timeout = ctx.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
+                Body::stream(Upload { body, timeout, failure: Arc::clone(&failure) })
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+
+        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+        self.client.request(request).await.map_err(|e| match failure.get() {
+            Some(why) => Failure::Body(why.clone()),
+            None => Failure::Upstream(e),
+        })
+    }
+}
+
+/// A response the watchdog makes itself: one line, `X-Duration-Seconds`, and
+/// `X-OpenFaaS-Internal: of-watchdog` so that callers can tell it from the function's own.
+fn answer(log: AccessLog, ctx: &Ctx, status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let message = message.into();
+    log.write(status, message.len() as u64, ctx.start.elapsed());
+    let mut response = text(status, message);
+    let headers = response.headers_mut();
+    headers.insert("x-duration-seconds", seconds(ctx.start));
+    headers.insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
+    response
+}
+
+fn bad_gateway(log: AccessLog, ctx: &Ctx, why: &str) -> Response<Body> {
+    log::info!("Upstream HTTP request error: {why}");
+    answer(log, ctx, StatusCode::BAD_GATEWAY, format!("Upstream HTTP request error: {why}\n"))
+}
+
+fn seconds(start: Instant) -> HeaderValue {
+    HeaderValue::from_str(&format!("{:.6}", start.elapsed().as_secs_f64()))
+        .unwrap_or_else(|_| HeaderValue::from_static("0.000000"))
+}
+
+fn describe(limit: Option<Limit>) -> String {
+    limit.map_or_else(|| "no limit".to_string(), |l| l.to_string())
+}
+
+/// An error and its causes on one line: `client error (Connect): tcp connect error: Connection refused`.
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The client's body on its way to the function. Fails after `read_timeout`, and records why it
+/// failed so that the answer is a 400, not a 502.
+struct Upload {
+    body: RequestBody,
+    timeout: Option<Pin<Box<Sleep>>>,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl Upload {
+    fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let message = error.to_string();
+        let _ = self.failure.set(message.clone());
+        Poll::Ready(Some(Err(io::Error::other(message))))
+    }
+}
+
+impl HttpBody for Upload {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if let Some(timeout) = &mut this.timeout
+            && timeout.as_mut().poll(cx).is_ready()
+        {
+            return this.fail(BodyError::Timeout);
+        }
+        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+            Some(Err(e)) => this.fail(BodyError::Broken(e)),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The function's response body on its way to the client, frame by frame as it arrives. Cut
+/// (the connection fails) when the request's limit passes or the watchdog stops waiting;
+/// writes the access log line when it is done or dropped.
+struct Relay {
+    body: Incoming,
+    limit: Option<(Pin<Box<Sleep>>, Limit)>,
+    cancel: Pin<Box<dyn Future<Output = ()> + Send>>,
+    log: AccessLog,
+    status: StatusCode,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Relay {
+    fn new(
+        body: Incoming,
+        limit: Option<(tokio::time::Instant, Limit)>,
+        ctx: &Ctx,
+        log: AccessLog,
+        status: StatusCode,
+    ) -> Relay {
+        let cancel = ctx.cancel.clone();
+        Relay {
+            body,
+            limit: limit.map(|(deadline, limit)| (Box::pin(tokio::time::sleep_until(deadline)), limit)),
+            cancel: Box::pin(async move { cancel.cancelled().await }),
+            log,
+            status,
+            start: ctx.start,
+            bytes: 0,
+        }
+    }
+}
+
+impl HttpBody for Relay {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if let Some((timer, limit)) = &mut this.limit
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", this.bytes);
+            return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{limit} passed")))));
+        }
+        if this.cancel.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(io::Error::other("the watchdog is shutting down"))));
+        }
+        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                log::info!("Upstream HTTP response error after {} bytes: {}", this.bytes, one_line(&e));
+                Poll::Ready(Some(Err(io::Error::other(e))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.log.write(self.status, self.bytes, self.start.elapsed());
+    }
+}
+
+/// Copies bytes both ways between the client and the function once both sides have switched
+/// protocols, until either side closes, the request's limit passes or the watchdog stops waiting.
+async fn tunnel_between(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    deadline: Option<tokio::time::Instant>,
+    cancel: Cancel,
+    limit: Option<Limit>,
+) {
+    let copy = async {
+        let (client, upstream) = tokio::try_join!(client, upstream).map_err(|e| e.to_string())?;
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map_err(|e| e.to_string())
+    };
+    tokio::select! {
+        result = copy => {
+            if let Err(e) = result {
+                log::debug!("WebSocket tunnel: {e}");
+            }
+        }
+        () = sleep_until(deadline) => log::info!("WebSocket closed: {} passed", describe(limit)),
+        () = cancel.cancelled() => log::info!("WebSocket closed: the watchdog is shutting down"),
+    }
+}

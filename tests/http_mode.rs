@@ -1,0 +1,599 @@
+//! `mode=http`, black box: the real binary proxying to a real HTTP server (tests/http_upstream.py,
+//! run with python3) that it starts as `fprocess`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const UPSTREAM: &str = include_str!("http_upstream.py");
+
+/// The function: the upstream script, its port and the directory where it leaves marker files.
+struct Function {
+    dir: TempDir,
+    port: u16,
+}
+
+impl Function {
+    fn new() -> Function {
+        let dir = TempDir::new();
+        std::fs::write(dir.path().join("upstream.py"), UPSTREAM).expect("write upstream.py");
+        Function { dir, port: free_port() }
+    }
+
+    fn fprocess(&self) -> String {
+        let script = self.dir.path().join("upstream.py");
+        format!("python3 -u {} {} {}", script.display(), self.port, self.dir.path().display())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn wait_marker(&self, name: &str, limit: Duration) -> String {
+        wait_for(limit, &format!("marker {name}"), || std::fs::read_to_string(self.marker(name)).ok())
+    }
+
+    /// Processes still running this function's script.
+    fn survivors(&self) -> Vec<u32> {
+        processes_with(&self.dir.path().join("upstream.py").display().to_string())
+    }
+
+    /// A watchdog for this function; `base` is the path of `upstream_url`.
+    fn options(&self, base: &str, env: &[(&str, &str)]) -> Options {
+        let mut options =
+            Options::new(&[("mode", "http"), ("fprocess", &self.fprocess()), ("upstream_url", &self.url(base))]);
+        options.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        options.wait_healthy = false;
+        options
+    }
+
+    /// Starts a watchdog and waits until it is healthy (the function's Python may take a while
+    /// to start on a loaded machine).
+    fn start_at(&self, base: &str, env: &[(&str, &str)]) -> Watchdog {
+        let mut wd = Watchdog::start_with(self.options(base, env));
+        wait_for(Duration::from_secs(30), "healthy", || {
+            if let Some(status) = wd.try_status() {
+                panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
+            }
+            (wd.try_get("/_/health").ok()?.status == 200).then_some(())
+        });
+        wd
+    }
+
+    fn start(&self, env: &[(&str, &str)]) -> Watchdog {
+        self.start_at("", env)
+    }
+}
+
+/// What tests/http_upstream.py's `inspect` route saw.
+struct Report(String);
+
+impl Report {
+    fn of(response: &Response) -> Report {
+        assert_eq!(response.status, 200, "inspect: {}", response.text());
+        Report(response.text())
+    }
+
+    fn field(&self, name: &str) -> &str {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} in {}", self.0))
+    }
+
+    fn headers(&self, name: &str) -> Vec<&str> {
+        self.0
+            .lines()
+            .filter_map(|l| l.strip_prefix("header "))
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers(name).first().copied()
+    }
+}
+
+fn headers_named<'a>(response: &'a Response, name: &str) -> Vec<&'a str> {
+    response.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+}
+
+// ---------------------------------------------------------------- proxying
+
+#[test]
+fn method_path_query_headers_and_status_pass_through() {
+    let function = Function::new();
+    let wd = function.start_at("/base/", &[]);
+
+    let report =
+        Report::of(&wd.request("GET", "/deep/inspect?q=1&r=%20x", &[("X-Custom", "one"), ("X-Custom", "two")], b""));
+    assert_eq!(report.field("path"), "/base/deep/inspect?q=1&r=%20x", "one slash between base and path");
+    assert_eq!(report.headers("X-Custom"), ["one", "two"], "every value, in order");
+    assert_eq!(report.header("Host"), Some("localhost"), "the client's Host is kept");
+    assert!(report.0.contains("header X-Custom: one"), "names go out in Go's canonical case:\n{}", report.0);
+    assert_eq!(Report::of(&wd.get("/")).field("path"), "/base/");
+
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "FOO"] {
+        let report = Report::of(&wd.request(method, "/inspect", &[], b""));
+        assert_eq!(report.field("method"), method);
+    }
+    let head = wd.request("HEAD", "/inspect", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.header("Content-Length").is_some_and(|l| l != "0"), "{:?}", head.headers);
+
+    for code in [201, 302, 404, 500] {
+        let r = wd.get(&format!("/status?code={code}"));
+        assert_eq!(r.status, code);
+        assert_eq!(r.text(), format!("status {code}"));
+        assert_eq!(r.header("X-Reply"), Some("yes"));
+        assert_eq!(headers_named(&r, "Set-Cookie"), ["a=1", "b=2"]);
+        assert!(r.header("X-Duration-Seconds").is_some_and(|d| d.parse::<f64>().is_ok()), "{:?}", r.headers);
+        assert_eq!(r.header("X-OpenFaaS-Internal"), None, "the function's own answer");
+    }
+    assert_eq!(wd.get("/status?code=302").header("Location"), Some("/elsewhere"), "redirects are not followed");
+}
+
+#[test]
+fn bodies_pass_byte_exact_both_ways() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let r = wd.post("/mirror", &binary);
+    assert_eq!((r.status, &r.body), (200, &binary));
+
+    let large: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let r = wd.post("/mirror", &large);
+    assert_eq!(r.status, 200);
+    assert!(r.body == large, "8 MiB came back altered ({} bytes)", r.body.len());
+
+    let report = Report::of(&wd.post("/inspect", b"hello"));
+    assert_eq!(report.field("length"), "5");
+    assert_eq!(report.header("Content-Length"), Some("5"), "a length the client sent is kept");
+
+    let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let r = wd.request("POST", "/mirror", &[("Transfer-Encoding", "chunked")], chunked);
+    assert_eq!(r.text(), "hello world");
+}
+
+#[test]
+fn hop_by_hop_headers_are_dropped_both_ways() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let sent = [
+        ("Connection", "X-Drop"),
+        ("X-Drop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Upgrade", "h2c"),
+        ("X-Keep", "1"),
+    ];
+    let report = Report::of(&wd.request("GET", "/inspect", &sent, b""));
+    for dropped in ["Connection", "X-Drop", "Keep-Alive", "Proxy-Connection", "TE", "Upgrade"] {
+        assert_eq!(report.header(dropped), None, "{dropped} reached the function:\n{}", report.0);
+    }
+    assert_eq!(report.header("X-Keep"), Some("1"));
+
+    let r = wd.get("/hop");
+    assert_eq!((r.status, r.text().as_str()), (200, "hop"));
+    for dropped in ["X-Secret", "Keep-Alive", "Proxy-Connection", "Upgrade"] {
+        assert_eq!(r.header(dropped), None, "{dropped} reached the client: {:?}", r.headers);
+    }
+    assert!(headers_named(&r, "Connection").iter().all(|v| !v.contains("X-Secret")), "{:?}", r.headers);
+    assert_eq!(r.header("X-Visible"), Some("1"));
+}
+
+#[test]
+fn buffer_http_sends_a_content_length() {
+    let chunked: &[u8] = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let te = [("Transfer-Encoding", "chunked")];
+
+    let function = Function::new();
+    let streamed = function.start(&[]);
+    let report = Report::of(&streamed.request("POST", "/inspect", &te, chunked));
+    assert_eq!(report.field("length"), "11");
+    assert_eq!(report.header("Transfer-Encoding"), Some("chunked"), "without buffering the body streams");
+    drop(streamed);
+
+    for flag in ["buffer_http", "http_buffer_req_body"] {
+        let function = Function::new();
+        let wd = function.start(&[(flag, "true")]);
+        let report = Report::of(&wd.request("POST", "/inspect", &te, chunked));
+        assert_eq!(report.field("length"), "11", "{flag}");
+        assert_eq!(report.header("Content-Length"), Some("11"), "{flag}:\n{}", report.0);
+        assert_eq!(report.header("Transfer-Encoding"), None, "{flag}");
+        let empty = Report::of(&wd.post("/inspect", b""));
+        assert_eq!(empty.header("Content-Length"), Some("0"), "{flag}");
+        assert_eq!(Report::of(&wd.get("/inspect")).header("Content-Length"), None, "no body, no length");
+    }
+}
+
+// ---------------------------------------------------------------- timeouts and failures
+
+fn assert_internal(r: &Response, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.header("X-OpenFaaS-Internal"), Some("of-watchdog"));
+    assert!(r.header("X-Duration-Seconds").is_some());
+    let text = r.text();
+    assert!(text.contains(needle), "{needle:?} in {text:?}");
+    assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
+}
+
+#[test]
+fn exec_timeout_and_x_timeout_answer_504() {
+    let function = Function::new();
+    let wd = function.start(&[("exec_timeout", "1s")]);
+    assert_internal(&wd.get("/slow?ms=5000"), 504, "exec_timeout (1s)");
+    let r = wd.request("GET", "/slow?ms=5000", &[("X-Timeout", "20s")], b"");
+    assert_internal(&r, 504, "exec_timeout (1s)");
+    assert!(wd.logs().contains("Upstream HTTP killed due to exec_timeout (1s)"), "{}", wd.logs());
+    drop(wd);
+
+    let function = Function::new();
+    let wd = function.start(&[("exec_timeout", "0")]);
+    let r = wd.request("GET", "/slow?ms=5000", &[("X-Timeout", "500ms")], b"");
+    assert_internal(&r, 504, "X-Timeout (500ms)");
+    assert_eq!(wd.get("/slow?ms=200").text(), "slow done", "no limit but write_timeout");
+}
+
+#[test]
+fn upstream_failures_are_502_with_one_line() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    for route in ["/close", "/garbage"] {
+        let r = wd.get(route);
+        assert_internal(&r, 502, "Upstream HTTP request error: ");
+    }
+    assert_eq!(wd.get("/inspect").status, 200, "the function still serves");
+}
+
+#[test]
+fn a_request_body_slower_than_read_timeout_is_400() {
+    for buffer in ["false", "true"] {
+        let function = Function::new();
+        let wd = function.start(&[("read_timeout", "1s"), ("buffer_http", buffer)]);
+        let mut client = wd.connect();
+        client.write_all(b"POST /inspect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+        let r = read_response(&mut BufReader::new(client), false).expect("an answer, not a hang");
+        assert_internal(&r, 400, "i/o timeout: the request body was not received within read_timeout");
+        assert_eq!(r.header("Connection"), Some("close"), "buffer_http={buffer}");
+    }
+}
+
+#[test]
+fn a_body_that_breaks_after_the_headers_never_looks_complete() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    for route in ["/truncated", "/truncated-chunked"] {
+        let request = format!("GET {route} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        match send(wd.port, request.as_bytes()) {
+            Err(_) => {}
+            Ok(r) => panic!("{route}: a complete response: {} {:?} {:?}", r.status, r.headers, r.text()),
+        }
+    }
+    wd.wait_for_log("Upstream HTTP response error after 10 bytes", Duration::from_secs(10));
+}
+
+#[test]
+fn client_disconnect_cancels_the_upstream_request() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let mut client = wd.connect();
+    client.write_all(b"GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    function.wait_marker("holding", Duration::from_secs(10));
+    drop(client);
+    function.wait_marker("gone", Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------- streams and WebSockets
+
+/// Reads a chunked body until `needle` has arrived; `None` if the connection ends first.
+fn read_until(reader: &mut impl BufRead, seen: &mut Vec<u8>, needle: &[u8]) -> Option<()> {
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+        let size = usize::from_str_radix(line.trim(), 16).ok()?;
+        if size == 0 {
+            return None;
+        }
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        seen.extend_from_slice(&chunk[..size]);
+    }
+    Some(())
+}
+
+fn open_stream(wd: &Watchdog, path: &str, accept: &str) -> BufReader<TcpStream> {
+    let mut stream = wd.connect();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = read_response(&mut reader, true).expect("response head");
+    assert_eq!(head.status, 200);
+    assert!(head.header("X-Duration-Seconds").is_some());
+    reader
+}
+
+#[test]
+fn server_sent_events_and_ndjson_arrive_as_they_are_written() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    for (kind, go) in [("text/event-stream", "go-sse"), ("application/x-ndjson", "go-ndjson")] {
+        let mut reader = open_stream(&wd, &format!("/stream?type={kind}&go={go}"), kind);
+        let mut seen = Vec::new();
+        // The function holds event two back until `go` exists: event one must arrive on its own.
+        read_until(&mut reader, &mut seen, b"data: one\n\n").unwrap_or_else(|| panic!("{kind}: event one"));
+        assert!(!seen.windows(3).any(|w| w == b"two"));
+        std::fs::write(function.marker(go), b"").unwrap();
+        read_until(&mut reader, &mut seen, b"data: two\n\n").unwrap_or_else(|| panic!("{kind}: event two"));
+    }
+}
+
+#[test]
+fn exec_timeout_cuts_streams() {
+    let function = Function::new();
+    let wd = function.start(&[("exec_timeout", "3s")]);
+    let mut reader = open_stream(&wd, "/stream?go=never", "text/event-stream");
+    let mut seen = Vec::new();
+    read_until(&mut reader, &mut seen, b"data: one\n\n").expect("event one");
+    assert_eq!(read_until(&mut reader, &mut seen, b"data: two"), None, "the stream must end without its last chunk");
+    wd.wait_for_log("Upstream HTTP killed due to exec_timeout (3s): response cut", Duration::from_secs(10));
+}
+
+/// Opens a WebSocket to `/ws` (RFC 6455's example key) and returns the connection after the 101.
+fn websocket(wd: &Watchdog) -> BufReader<TcpStream> {
+    let mut stream = wd.connect();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = read_response(&mut reader, true).expect("handshake");
+    assert_eq!(head.status, 101, "{:?}", head.headers);
+    assert_eq!(head.header("Sec-WebSocket-Accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert!(head.header("Upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")));
+    reader
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+fn read_frame(reader: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head)?;
+    let mut length = usize::from(head[1] & 0x7f);
+    if length == 126 {
+        let mut extended = [0u8; 2];
+        reader.read_exact(&mut extended)?;
+        length = usize::from(u16::from_be_bytes(extended));
+    }
+    let mut payload = vec![0; length];
+    reader.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+#[test]
+fn websockets_are_tunnelled() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let mut reader = websocket(&wd);
+    for message in ["hello", "second message"] {
+        reader.get_mut().write_all(&frame(1, message.as_bytes())).unwrap();
+        let (opcode, payload) = read_frame(&mut reader).expect("echo");
+        assert_eq!((opcode, String::from_utf8_lossy(&payload).into_owned()), (1, format!("echo: {message}")));
+    }
+    reader.get_mut().write_all(&frame(8, b"")).unwrap();
+    assert_eq!(read_frame(&mut reader).expect("close").0, 8);
+    wd.wait_for_log("GET /ws - 101 - ", Duration::from_secs(10));
+}
+
+#[test]
+fn exec_timeout_closes_tunnels() {
+    let function = Function::new();
+    let wd = function.start(&[("exec_timeout", "3s")]);
+    let mut reader = websocket(&wd);
+    reader.get_mut().write_all(&frame(1, b"ping")).unwrap();
+    assert_eq!(read_frame(&mut reader).expect("echo").1, b"echo: ping");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).expect("the tunnel is closed, not left hanging");
+    wd.wait_for_log("WebSocket closed: exec_timeout (3s) passed", Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------- logs and readiness
+
+#[test]
+fn function_output_and_access_log_lines() {
+    let function = Function::new();
+    let wd = function.start(&[("log_callid", "true")]);
+    wd.wait_for_log("stdout: upstream says hello on stdout", Duration::from_secs(10));
+    wd.wait_for_log("stderr: upstream says hello on stderr", Duration::from_secs(10));
+    wd.request("POST", "/mirror?x=1", &[("X-Call-Id", "call-7")], b"12345");
+    wd.wait_for_log("POST /mirror?x=1 - 200 - ContentLength: 5B (", Duration::from_secs(10));
+    let line = wd.logs().lines().find(|l| l.contains("POST /mirror?x=1")).unwrap().to_string();
+    assert!(line.ends_with("s) [call-7]"), "{line}");
+    wd.request("GET", "/mirror?probe=1", &[("User-Agent", "kube-probe/1.30")], b"");
+    wd.request("GET", "/mirror?after=1", &[], b"");
+    wd.wait_for_log("GET /mirror?after=1 - 200", Duration::from_secs(10));
+    assert!(!wd.logs().contains("probe=1"), "kube-probe requests are not logged");
+
+    let function = Function::new();
+    let raw = function.start(&[("prefix_logs", "false")]);
+    wait_for(Duration::from_secs(10), "raw stdout", || {
+        raw.stdout().lines().any(|l| l == "upstream says hello on stdout").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "raw stderr", || {
+        raw.logs().lines().any(|l| l == "upstream says hello on stderr").then_some(())
+    });
+}
+
+#[test]
+fn ready_path_asks_the_function() {
+    let function = Function::new();
+    let wd = function.start_at("/base", &[("ready_path", "/healthz"), ("buffer_http", "true")]);
+    assert_eq!(wd.get("/_/ready").status, 204);
+    assert_eq!(wd.get("/_/health").status, 200);
+}
+
+#[test]
+fn the_lock_is_written_only_once_the_function_listens() {
+    let function = Function::new();
+    let gate = function.marker("listen-now");
+    let mut options = function.options("", &[("LISTEN_AFTER", &gate.display().to_string())]);
+    options.metrics = true;
+    let wd = Watchdog::start_with(options);
+    wd.wait_for_log("stdout: upstream says hello on stdout", Duration::from_secs(10));
+    assert_eq!(wd.get("/_/health").status, 503);
+    assert_eq!(wd.get("/_/ready").status, 503);
+    assert!(!wd.lock_path().exists());
+
+    // A request that arrives meanwhile waits for the function instead of failing.
+    let port = wd.port;
+    let early = std::thread::spawn(move || send(port, &build_request("GET", "/inspect", &[], b"")));
+    wait_for(Duration::from_secs(10), "the early request in flight", || {
+        wd.metrics().contains("http_requests_in_flight 1").then_some(())
+    });
+    assert!(!wd.lock_path().exists());
+    std::fs::write(&gate, b"").unwrap();
+    wait_for(Duration::from_secs(10), "healthy", || (wd.get("/_/health").status == 200).then_some(()));
+    assert!(wd.lock_path().exists());
+    assert_eq!(early.join().unwrap().expect("early request").status, 200);
+    assert!(wd.logs().contains("Function accepts connections after "), "{}", wd.logs());
+}
+
+// ---------------------------------------------------------------- the function's life
+
+#[test]
+fn a_function_that_never_listens_stops_the_start() {
+    let function = Function::new();
+    let never = function.marker("never");
+    let options = function.options("", &[("LISTEN_AFTER", &never.display().to_string()), ("start_timeout", "1s")]);
+    let mut wd = Watchdog::start_with(options);
+    let status = wd.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{status}");
+    let needle = format!("start_timeout: the function did not accept connections on {} within 1s", function.url(""));
+    assert!(wd.logs().contains(&needle), "{}", wd.logs());
+    assert!(!wd.lock_path().exists());
+    wait_for(Duration::from_secs(10), "no survivors", || function.survivors().is_empty().then_some(()));
+}
+
+#[test]
+fn sigterm_during_the_start_stops_the_function() {
+    let function = Function::new();
+    let never = function.marker("never");
+    let options = function.options("", &[("LISTEN_AFTER", &never.display().to_string()), ("start_timeout", "0")]);
+    let mut wd = Watchdog::start_with(options);
+    wd.wait_for_log("stdout: upstream says hello on stdout", Duration::from_secs(10));
+    wd.signal(libc::SIGTERM);
+    assert!(!wd.wait_exit(Duration::from_secs(20)).success());
+    assert!(wd.logs().contains("SIGTERM: stopping before the function was ready"), "{}", wd.logs());
+    function.wait_marker("sigterm", Duration::from_secs(1));
+    wait_for(Duration::from_secs(10), "no survivors", || function.survivors().is_empty().then_some(()));
+}
+
+#[test]
+fn a_function_that_exits_or_cannot_start_stops_the_start() {
+    let tmp = TempDir::new();
+    let run = |fprocess: &str| {
+        let out = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([("TMPDIR", tmp.path().to_str().unwrap()), ("port", "0"), ("metrics_port", "0")])
+            .envs([("mode", "http"), ("upstream_url", "http://127.0.0.1:9"), ("fprocess", fprocess)])
+            .output()
+            .expect("run fwatchdog");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, log) = run("sh -c 'exit 3'");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("fprocess exited before it accepted connections on http://127.0.0.1:9: exit status 3"),
+        "{log}"
+    );
+    let (code, log) = run("/nonexistent/server");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("fork/exec /nonexistent/server: no such file or directory"), "{log}");
+    assert!(!tmp.path().join(".lock").exists());
+}
+
+#[test]
+fn the_function_dying_stops_the_watchdog_with_a_non_zero_code() {
+    for (code, want) in [(3, 3), (0, 1)] {
+        let function = Function::new();
+        let mut wd = function.start(&[]);
+        let port = wd.port;
+        // Health polled throughout: once it stops being 200 it must never be 200 again.
+        let health = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                match send(port, &build_request("GET", "/_/health", &[], b"")) {
+                    Ok(r) => seen.push(r.status),
+                    Err(_) => return seen,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let r = send(wd.port, &build_request("GET", &format!("/crash?code={code}"), &[], b""));
+        assert!(r.as_ref().map_or(true, |r| r.status != 200), "crash answered {:?}", r.map(|r| r.status));
+        let status = wd.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(want), "function exit {code}:\n{}", wd.logs());
+        let seen = health.join().unwrap();
+        let first_bad = seen.iter().position(|&s| s != 200).unwrap_or(seen.len());
+        assert!(seen[first_bad..].iter().all(|&s| s != 200), "health came back: {seen:?}");
+        assert!(wd.logs().contains(&format!("Forked function has terminated: exit status {code}")), "{}", wd.logs());
+        assert!(!wd.lock_path().exists());
+    }
+}
+
+#[test]
+fn sigterm_reaches_the_function_only_after_the_drain() {
+    let function = Function::new();
+    let mut wd = function.start(&[("healthcheck_interval", "3s"), ("write_timeout", "20s")]);
+    let port = wd.port;
+    let slow = std::thread::spawn(move || send(port, &build_request("GET", "/slow?ms=5000", &[], b"")));
+    function.wait_marker("slow-started", Duration::from_secs(10));
+    wd.signal(libc::SIGTERM);
+    wd.wait_for_log("SIGTERM: no new connections in 3s", Duration::from_secs(10));
+    assert_eq!(wd.get("/inspect").status, 200, "still served during healthcheck_interval");
+    assert_eq!(wd.get("/_/health").status, 503);
+
+    let r = slow.join().unwrap().expect("the in-flight request gets its answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "slow done"));
+    let answered: f64 = function.wait_marker("slow-answered", Duration::from_secs(1)).parse().unwrap();
+    let terminated: f64 = function.wait_marker("sigterm", Duration::from_secs(20)).parse().unwrap();
+    assert!(terminated > answered, "SIGTERM at {terminated}, before the answer at {answered}");
+    assert_eq!(wd.wait_exit(Duration::from_secs(20)).code(), Some(0), "{}", wd.logs());
+    assert!(wd.logs().contains("Function stopped: exit status 0"), "{}", wd.logs());
+}
+
+#[test]
+fn a_function_that_ignores_sigterm_is_killed_after_the_grace() {
+    let function = Function::new();
+    let mut wd = function.start(&[("healthcheck_interval", "0"), ("IGNORE_TERM", "1")]);
+    wd.signal(libc::SIGTERM);
+    assert_eq!(wd.wait_exit(Duration::from_secs(40)).code(), Some(0), "{}", wd.logs());
+    let log = wd.logs();
+    assert!(log.contains("Function still running 10s after SIGTERM: killing it"), "{log}");
+    assert!(log.contains("Function stopped: signal: killed"), "{log}");
+    assert!(function.survivors().is_empty());
+}
