@@ -348,6 +348,17 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `metric_value(text, r#"http_requests_total{code="200",method="post"}"#)`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {
