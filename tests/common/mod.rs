@@ -84,6 +84,8 @@ pub struct Options {
     pub metrics: bool,
     /// Extra command wrapper (e.g. `unshare ...`), program first.
     pub wrapper: Vec<String>,
+    /// Working directory of the watchdog, and so of its functions; default: the test's.
+    pub dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -93,6 +95,7 @@ impl Options {
             wait_healthy: true,
             metrics: false,
             wrapper: Vec::new(),
+            dir: None,
         }
     }
 }
@@ -143,6 +146,9 @@ impl Watchdog {
         command.env_remove("RUST_LOG");
         for (k, v) in &options.env {
             command.env(k, v);
+        }
+        if let Some(dir) = &options.dir {
+            command.current_dir(dir);
         }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start fwatchdog");
