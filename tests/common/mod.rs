@@ -381,6 +381,10 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    pub fn is_chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    }
 }
 
 pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
@@ -415,6 +419,24 @@ pub fn send(port: u16, request: &[u8]) -> io::Result<Response> {
 
 /// Reads one response from a connection.
 pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<Response> {
+    let mut response = read_head(reader)?;
+    if head_only || response.status == 204 || response.status == 304 {
+        return Ok(response);
+    }
+    if response.is_chunked() {
+        Chunked::new(reader).read_to_end(&mut response.body)?;
+    } else if let Some(length) = response.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        response.body.resize(length, 0);
+        reader.read_exact(&mut response.body)?;
+    } else {
+        reader.read_to_end(&mut response.body)?;
+    }
+    Ok(response)
+}
+
+/// Reads a response's status line and headers (skipping `100 Continue`) and leaves `reader` at the
+/// start of the body; the returned body is empty.
+pub fn read_head(reader: &mut impl BufRead) -> io::Result<Response> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -438,36 +460,59 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<R
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        if status == 100 {
-            continue;
+        if status != 100 {
+            return Ok(Response { status, headers, body: Vec::new() });
         }
-        let mut response = Response { status, headers, body: Vec::new() };
-        if head_only || status == 204 || status == 304 {
-            return Ok(response);
+    }
+}
+
+/// A chunked body decoded as it is read, for bodies too big to hold or that arrive over time.
+/// Reading past the last chunk gives EOF; a connection that ends before it is an error.
+pub struct Chunked<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Chunked<R> {
+    pub fn new(inner: R) -> Chunked<R> {
+        Chunked { inner, left: 0, done: false }
+    }
+
+    fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.inner.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
         }
-        if response.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-            loop {
-                line.clear();
-                reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim(), 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
-                if size == 0 {
-                    line.clear();
-                    reader.read_line(&mut line)?;
-                    break;
-                }
-                let start = response.body.len();
-                response.body.resize(start + size, 0);
-                reader.read_exact(&mut response.body[start..])?;
-                line.clear();
-                reader.read_line(&mut line)?;
+        Ok(line)
+    }
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let line = self.line()?;
+            self.left = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+            if self.left == 0 {
+                self.line()?; // the empty line after the last chunk (no trailers are sent)
+                self.done = true;
+                return Ok(0);
             }
-        } else if let Some(length) = response.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-            response.body.resize(length, 0);
-            reader.read_exact(&mut response.body)?;
-        } else {
-            reader.read_to_end(&mut response.body)?;
         }
-        return Ok(response);
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
+        }
+        self.left -= n;
+        if self.left == 0 {
+            self.line()?; // the CRLF after the chunk's data
+        }
+        Ok(n)
     }
 }
