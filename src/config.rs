@@ -478,3 +478,113 @@ mod tests {
         assert!(error(&[("fprocess", "cat"), ("log_buffer_size", "abc")]).starts_with("log_buffer_size: "));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// Every name `Config::from_lookup` reads, aliases included.
+    const NAMES: &[&str] = &[
+        "fprocess",
+        "function_process",
+        "mode",
+        "jwt_auth",
+        "jwt_auth_local",
+        "read_timeout",
+        "write_timeout",
+        "healthcheck_interval",
+        "exec_timeout",
+        "port",
+        "metrics_port",
+        "max_inflight",
+        "write_debug",
+        "cgi_headers",
+        "combine_output",
+        "marshal_request",
+        "debug_headers",
+        "suppress_lock",
+        "content_type",
+        "upstream_url",
+        "http_upstream_url",
+        "static_path",
+        "buffer_http",
+        "http_buffer_req_body",
+        "prefix_logs",
+        "log_buffer_size",
+        "log_callid",
+        "log_call_id",
+        "ready_path",
+        "TMPDIR",
+    ];
+
+    /// Values near the edges of every parse rule, and junk.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[-+]?[0-9]{0,25}(\\.[0-9]{0,12})?(ns|us|µs|ms|s|m|h|d)?",
+            "([0-9]{1,6}(\\.[0-9]{1,3})?(ns|us|ms|s|m|h)){1,4}",
+            "(?i)(true|false|1|0|yes)",
+            "-?[0-9]{1,20}",
+            any::<u64>().prop_map(|n| n.to_string()),
+            "(classic|streaming|serializing|http|static|Classic)",
+            "http://[a-z0-9.:]{0,20}",
+            "[a-z '\"\\\\]{0,20}",
+        ]
+    }
+
+    fn settings() -> impl Strategy<Value = HashMap<String, String>> {
+        prop::collection::hash_map(prop::sample::select(NAMES).prop_map(String::from), value(), 0..12)
+    }
+
+    proptest! {
+        /// Whatever the environment holds, the start either succeeds or fails with one line that
+        /// names the variable.
+        #[test]
+        fn any_environment_gives_a_config_or_one_named_error(mut env in settings(), fprocess in value()) {
+            env.entry("fprocess".into()).or_insert(fprocess);
+            match Config::from_lookup(|k| env.get(k).cloned()) {
+                Ok(config) => {
+                    prop_assert!(config.mode == Mode::Static || !config.argv.is_empty());
+                }
+                Err(ConfigError(message)) => {
+                    prop_assert!(!message.contains('\n'), "more than one line: {message:?}");
+                    let name = message.split(':').next().unwrap_or("");
+                    prop_assert!(NAMES.contains(&name), "does not start with a variable name: {message:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(text in value()) {
+            let _ = duration(&text);
+            let _ = timeout(&text);
+        }
+
+        #[test]
+        fn whole_seconds(seconds in any::<u32>()) {
+            prop_assert_eq!(duration(&seconds.to_string()), Ok(Duration::from_secs(u64::from(seconds))));
+        }
+
+        /// What `go_duration` prints (the startup log line), `duration` reads back exactly.
+        #[test]
+        fn go_durations_round_trip(nanos in 0u64..400 * 3600 * 1_000_000_000) {
+            let d = Duration::from_nanos(nanos);
+            prop_assert_eq!(duration(&go_duration(d)), Ok(d), "{}", go_duration(d));
+        }
+
+        #[test]
+        fn booleans_in_any_case(
+            word in "(true|false|1|0)",
+            upper in prop::collection::vec(any::<bool>(), 5),
+            junk in "[a-z]{2,6}",
+        ) {
+            let word: String =
+                word.chars().zip(upper).map(|(c, up)| if up { c.to_ascii_uppercase() } else { c }).collect();
+            prop_assert_eq!(parse_bool(&word), Ok(word == "1" || word.eq_ignore_ascii_case("true")));
+            prop_assume!(!["true", "false"].contains(&junk.as_str()));
+            prop_assert!(parse_bool(&junk).is_err());
+        }
+    }
+}
