@@ -276,12 +276,24 @@ fn timeout(value: &str) -> Result<Option<Duration>, String> {
     duration(value).map(|d| (!d.is_zero()).then_some(d))
 }
 
-/// Whole seconds (`"10"`) or a Go duration (`"1m30s"`, `"500ms"`, `"1.5h"`).
+/// Go's longest duration (`math.MaxInt64` nanoseconds, about 292 years). Larger values can make
+/// `Instant + timeout` overflow, which panics in every request.
+const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Whole seconds (`"10"`) or a Go duration (`"1m30s"`, `"500ms"`, `"1.5h"`), at most
+/// [`MAX_DURATION`].
 pub fn duration(value: &str) -> Result<Duration, String> {
+    parse_duration(value)?
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("too large, the limit is {}", go_duration(MAX_DURATION)))
+}
+
+/// `None` when the value is too large.
+fn parse_duration(value: &str) -> Result<Option<Duration>, String> {
     const EXPECTED: &str = "expected seconds or a duration like 10s, 1m30s or 500ms";
     let digits = value.strip_prefix('+').unwrap_or(value);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return digits.parse::<u64>().map(Duration::from_secs).map_err(|_| "too large".into());
+        return Ok(digits.parse::<u64>().ok().map(Duration::from_secs));
     }
     let mut rest = digits;
     if rest.is_empty() || rest.starts_with('-') {
@@ -306,7 +318,7 @@ pub fn duration(value: &str) -> Result<Duration, String> {
         total += number * seconds;
         rest = after;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| "too large".into())
+    Ok(Duration::try_from_secs_f64(total).ok())
 }
 
 /// Formats like Go's `time.Duration.String`: `30s`, `1m30s`, `1h0m0s`, `500ms`, `1.5s`, `0s`.
@@ -547,6 +559,11 @@ mod proptests {
             match Config::from_lookup(|k| env.get(k).cloned()) {
                 Ok(config) => {
                     prop_assert!(config.mode == Mode::Static || !config.argv.is_empty());
+                    // Every accepted timeout can become a deadline (an overflow panics per request).
+                    let timeouts = [config.read_timeout, config.write_timeout, config.exec_timeout];
+                    for limit in timeouts.into_iter().flatten().chain([config.healthcheck_interval]) {
+                        prop_assert!(std::time::Instant::now().checked_add(limit).is_some(), "{limit:?}");
+                    }
                 }
                 Err(ConfigError(message)) => {
                     prop_assert!(!message.contains('\n'), "more than one line: {message:?}");
@@ -560,6 +577,17 @@ mod proptests {
         fn durations_never_panic(text in value()) {
             let _ = duration(&text);
             let _ = timeout(&text);
+        }
+
+        /// An accepted duration can be added to a point in time: as large as Go allows, no larger.
+        #[test]
+        fn accepted_durations_fit_a_deadline(seconds in any::<u64>(), unit in "(s|m|h)") {
+            for text in [seconds.to_string(), format!("{seconds}{unit}")] {
+                if let Ok(d) = duration(&text) {
+                    prop_assert!(d <= MAX_DURATION, "{text:?}");
+                    prop_assert!(std::time::Instant::now().checked_add(d).is_some(), "{text:?}");
+                }
+            }
         }
 
         #[test]

@@ -588,3 +588,24 @@ fn read_only_lock_directory_is_a_start_error() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("Cannot write {}/.lock: Not a directory", file.display())), "{stderr}");
 }
+
+/// A timeout too large to add to the clock stops the start; it once made every request panic.
+#[test]
+fn overflowing_timeouts_are_start_errors() {
+    for name in ["read_timeout", "write_timeout", "exec_timeout", "healthcheck_interval"] {
+        for value in ["18446744073709551615", "3000000h"] {
+            let out = Command::new(BIN)
+                .env("fprocess", "cat")
+                .env("port", "0")
+                .env("metrics_port", "0")
+                .env("TMPDIR", "/nonexistent")
+                .env(name, value)
+                .output()
+                .expect("run fwatchdog");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
+            let expected = format!("{name}: too large, the limit is 2562047h47m16.854775807s, got \"{value}\"");
+            assert!(stderr.contains(&expected), "{name}={value}: {stderr}");
+        }
+    }
+}
