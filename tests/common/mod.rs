@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod stress;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
 /// A fresh directory, removed on drop.
@@ -86,6 +88,8 @@ pub struct Options {
     pub wrapper: Vec<String>,
     /// Working directory of the watchdog, and so of its functions; default: the test's.
     pub dir: Option<PathBuf>,
+    /// Keep only about this many bytes of the log (the newest); for functions that flood it.
+    pub log_limit: Option<usize>,
 }
 
 impl Options {
@@ -96,6 +100,7 @@ impl Options {
             metrics: false,
             wrapper: Vec::new(),
             dir: None,
+            log_limit: None,
         }
     }
 }
@@ -106,8 +111,8 @@ pub struct Watchdog {
     pub port: u16,
     pub metrics_port: Option<u16>,
     pub tmp: TempDir,
-    log: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    log: Arc<Mutex<Capture>>,
+    stdout: Arc<Mutex<Capture>>,
     status: Option<ExitStatus>,
 }
 
@@ -152,8 +157,8 @@ impl Watchdog {
         }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start fwatchdog");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(Capture { limit: options.log_limit, ..Capture::default() }));
+        let stdout = Arc::new(Mutex::new(Capture::default()));
         collect(child.stderr.take().expect("stderr"), Arc::clone(&log));
         collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
         let mut wd = Watchdog { child: Some(child), port: 0, metrics_port, tmp, log, stdout, status: None };
@@ -179,12 +184,17 @@ impl Watchdog {
     }
 
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.lock().unwrap().text.clone()
+    }
+
+    /// How many bytes the watchdog has written to its log so far (all of them, even past `log_limit`).
+    pub fn log_bytes(&self) -> usize {
+        self.log.lock().unwrap().total
     }
 
     /// What the watchdog wrote to its stdout (debug headers, write_debug output).
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.stdout.lock().unwrap().text.clone()
     }
 
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
@@ -263,13 +273,34 @@ impl Drop for Watchdog {
     }
 }
 
-fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// Output read from the watchdog.
+#[derive(Default)]
+struct Capture {
+    text: String,
+    /// Bytes read in all.
+    total: usize,
+    /// Keep roughly the newest `limit` bytes of `text`.
+    limit: Option<usize>,
+}
+
+fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => {
+                    let mut capture = into.lock().unwrap();
+                    capture.total += n;
+                    capture.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if let Some(limit) = capture.limit.filter(|&l| capture.text.len() > 2 * l) {
+                        let mut cut = capture.text.len() - limit;
+                        while !capture.text.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        capture.text.drain(..cut);
+                    }
+                }
             }
         }
     });
