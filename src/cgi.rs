@@ -173,3 +173,88 @@ mod tests {
         assert!(!env_of(req).iter().any(|(k, _)| k == "Http_Path"));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod proptests {
+    use super::*;
+    use hyper::Request;
+    use hyper::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    /// Header names as they arrive: any RFC 9110 token (hyper lower-cases them).
+    pub fn header_name() -> impl Strategy<Value = HeaderName> {
+        "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,24}".prop_map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+    }
+
+    /// Header values as hyper accepts them: visible ASCII, space, tab and any byte from 0x80.
+    pub fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let byte = prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff];
+        prop::collection::vec(byte, 0..24).prop_map(|v| HeaderValue::from_bytes(&v).unwrap())
+    }
+
+    pub fn headers() -> impl Strategy<Value = Vec<(HeaderName, HeaderValue)>> {
+        prop::collection::vec((header_name(), header_value()), 0..12)
+    }
+
+    /// A path with escapes of every byte (`%00`, `%3D`, …), and a query.
+    fn target() -> impl Strategy<Value = String> {
+        let piece =
+            prop_oneof!["[a-zA-Z0-9/._~=-]{1,6}", any::<u8>().prop_map(|b| format!("%{b:02X}")), Just("%zz".into())];
+        (prop::collection::vec(piece, 0..8), "[a-zA-Z0-9=&%]{0,12}")
+            .prop_map(|(pieces, query)| format!("/{}?{query}", pieces.concat()))
+    }
+
+    proptest! {
+        #[test]
+        fn env_names_are_valid_for_any_header(name in header_name()) {
+            let env = env_name(name.as_str());
+            prop_assert!(env.starts_with("Http_") && env.len() > 5);
+            prop_assert!(!env.contains(['=', '\0', '-']), "{env:?}");
+        }
+
+        #[test]
+        fn canonical_names_ignore_case(name in "[A-Za-z0-9_.-]{1,24}") {
+            let canonical = canonical_name(&name);
+            prop_assert_eq!(&canonical_name(&name.to_ascii_lowercase()), &canonical);
+            prop_assert_eq!(canonical_name(&canonical), canonical);
+        }
+
+        /// What reaches the function's environment can always be passed to execve: no `=` in a
+        /// name, no NUL anywhere; and every header (but Host and Transfer-Encoding) is there.
+        #[test]
+        fn environment_is_always_valid(headers in headers(), target in target(), chunked in any::<bool>()) {
+            let mut req = Request::post(target.as_str());
+            for (name, value) in &headers {
+                req = req.header(name, value);
+            }
+            if chunked {
+                req = req.header(TRANSFER_ENCODING, "chunked");
+            }
+            let (parts, ()) = req.body(()).unwrap().into_parts();
+            let env = environment(&parts);
+            for (name, value) in &env {
+                prop_assert!(name.starts_with("Http_") && !name.contains(['=', '\0']), "{name:?}");
+                prop_assert!(!value.as_encoded_bytes().contains(&0), "{name}={value:?}");
+            }
+            for name in parts.headers.keys().filter(|n| *n != HOST && *n != TRANSFER_ENCODING && *n != CONTENT_LENGTH) {
+                let first = parts.headers.get(name).unwrap().as_bytes();
+                let var = env_name(name.as_str());
+                prop_assert!(env.iter().any(|(k, v)| *k == var && v.as_encoded_bytes() == first), "{var} missing");
+            }
+            let path = percent_decode(parts.uri.path());
+            let has_path = env.iter().any(|(k, v)| k == "Http_Path" && v.as_encoded_bytes() == path);
+            prop_assert_eq!(has_path, !path.contains(&0), "Http_Path only when it has no NUL");
+        }
+
+        #[test]
+        fn percent_decoding_inverts_encoding(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02x}")).collect();
+            prop_assert_eq!(percent_decode(&encoded), bytes);
+        }
+
+        #[test]
+        fn percent_decoding_never_panics(text in any::<String>()) {
+            let _ = percent_decode(&text);
+        }
+    }
+}

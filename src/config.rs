@@ -26,16 +26,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Classic => "classic",
-            Mode::Streaming => "streaming",
-            Mode::Serializing => "serializing",
-            Mode::Http => "http",
-            Mode::Static => "static",
-        }
-    }
-
     fn needs_process(self) -> bool {
         self != Mode::Static
     }
@@ -43,7 +33,6 @@ impl Mode {
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
-#[allow(dead_code)] // the of-watchdog settings are read by modes still to come
 pub struct Config {
     pub mode: Mode,
     /// `fprocess` as written (for logs).
@@ -293,12 +282,24 @@ fn timeout(value: &str) -> Result<Option<Duration>, String> {
     duration(value).map(|d| (!d.is_zero()).then_some(d))
 }
 
-/// Whole seconds (`"10"`) or a Go duration (`"1m30s"`, `"500ms"`, `"1.5h"`).
+/// Go's longest duration (`math.MaxInt64` nanoseconds, about 292 years). Larger values can make
+/// `Instant + timeout` overflow, which panics in every request.
+const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Whole seconds (`"10"`) or a Go duration (`"1m30s"`, `"500ms"`, `"1.5h"`), at most
+/// [`MAX_DURATION`].
 pub fn duration(value: &str) -> Result<Duration, String> {
+    parse_duration(value)?
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("too large, the limit is {}", go_duration(MAX_DURATION)))
+}
+
+/// `None` when the value is too large.
+fn parse_duration(value: &str) -> Result<Option<Duration>, String> {
     const EXPECTED: &str = "expected seconds or a duration like 10s, 1m30s or 500ms";
     let digits = value.strip_prefix('+').unwrap_or(value);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return digits.parse::<u64>().map(Duration::from_secs).map_err(|_| "too large".into());
+        return Ok(digits.parse::<u64>().ok().map(Duration::from_secs));
     }
     let mut rest = digits;
     if rest.is_empty() || rest.starts_with('-') {
@@ -323,7 +324,7 @@ pub fn duration(value: &str) -> Result<Duration, String> {
         total += number * seconds;
         rest = after;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| "too large".into())
+    Ok(Duration::try_from_secs_f64(total).ok())
 }
 
 /// Formats like Go's `time.Duration.String`: `30s`, `1m30s`, `1h0m0s`, `500ms`, `1.5s`, `0s`.
@@ -499,5 +500,131 @@ mod tests {
         assert_eq!(load(&[("fprocess", "cat"), ("log_buffer_size", "-1")]).unwrap().log_buffer_size, None);
         assert_eq!(load(&[("fprocess", "cat"), ("log_buffer_size", "10")]).unwrap().log_buffer_size, Some(10));
         assert!(error(&[("fprocess", "cat"), ("log_buffer_size", "abc")]).starts_with("log_buffer_size: "));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// Every name `Config::from_lookup` reads, aliases included.
+    const NAMES: &[&str] = &[
+        "fprocess",
+        "function_process",
+        "mode",
+        "jwt_auth",
+        "jwt_auth_local",
+        "read_timeout",
+        "write_timeout",
+        "healthcheck_interval",
+        "exec_timeout",
+        "port",
+        "metrics_port",
+        "max_inflight",
+        "write_debug",
+        "cgi_headers",
+        "combine_output",
+        "marshal_request",
+        "debug_headers",
+        "suppress_lock",
+        "content_type",
+        "upstream_url",
+        "http_upstream_url",
+        "static_path",
+        "buffer_http",
+        "http_buffer_req_body",
+        "prefix_logs",
+        "log_buffer_size",
+        "log_callid",
+        "log_call_id",
+        "ready_path",
+        "TMPDIR",
+    ];
+
+    /// Values near the edges of every parse rule, and junk.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[-+]?[0-9]{0,25}(\\.[0-9]{0,12})?(ns|us|µs|ms|s|m|h|d)?",
+            "([0-9]{1,6}(\\.[0-9]{1,3})?(ns|us|ms|s|m|h)){1,4}",
+            "(?i)(true|false|1|0|yes)",
+            "-?[0-9]{1,20}",
+            any::<u64>().prop_map(|n| n.to_string()),
+            "(classic|streaming|serializing|http|static|Classic)",
+            "http://[a-z0-9.:]{0,20}",
+            "[a-z '\"\\\\]{0,20}",
+        ]
+    }
+
+    fn settings() -> impl Strategy<Value = HashMap<String, String>> {
+        prop::collection::hash_map(prop::sample::select(NAMES).prop_map(String::from), value(), 0..12)
+    }
+
+    proptest! {
+        /// Whatever the environment holds, the start either succeeds or fails with one line that
+        /// names the variable.
+        #[test]
+        fn any_environment_gives_a_config_or_one_named_error(mut env in settings(), fprocess in value()) {
+            env.entry("fprocess".into()).or_insert(fprocess);
+            match Config::from_lookup(|k| env.get(k).cloned()) {
+                Ok(config) => {
+                    prop_assert!(config.mode == Mode::Static || !config.argv.is_empty());
+                    // Every accepted timeout can become a deadline (an overflow panics per request).
+                    let timeouts = [config.read_timeout, config.write_timeout, config.exec_timeout];
+                    for limit in timeouts.into_iter().flatten().chain([config.healthcheck_interval]) {
+                        prop_assert!(std::time::Instant::now().checked_add(limit).is_some(), "{limit:?}");
+                    }
+                }
+                Err(ConfigError(message)) => {
+                    prop_assert!(!message.contains('\n'), "more than one line: {message:?}");
+                    let name = message.split(':').next().unwrap_or("");
+                    prop_assert!(NAMES.contains(&name), "does not start with a variable name: {message:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(text in value()) {
+            let _ = duration(&text);
+            let _ = timeout(&text);
+        }
+
+        /// An accepted duration can be added to a point in time: as large as Go allows, no larger.
+        #[test]
+        fn accepted_durations_fit_a_deadline(seconds in any::<u64>(), unit in "(s|m|h)") {
+            for text in [seconds.to_string(), format!("{seconds}{unit}")] {
+                if let Ok(d) = duration(&text) {
+                    prop_assert!(d <= MAX_DURATION, "{text:?}");
+                    prop_assert!(std::time::Instant::now().checked_add(d).is_some(), "{text:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn whole_seconds(seconds in any::<u32>()) {
+            prop_assert_eq!(duration(&seconds.to_string()), Ok(Duration::from_secs(u64::from(seconds))));
+        }
+
+        /// What `go_duration` prints (the startup log line), `duration` reads back exactly.
+        #[test]
+        fn go_durations_round_trip(nanos in 0u64..400 * 3600 * 1_000_000_000) {
+            let d = Duration::from_nanos(nanos);
+            prop_assert_eq!(duration(&go_duration(d)), Ok(d), "{}", go_duration(d));
+        }
+
+        #[test]
+        fn booleans_in_any_case(
+            word in "(true|false|1|0)",
+            upper in prop::collection::vec(any::<bool>(), 5),
+            junk in "[a-z]{2,6}",
+        ) {
+            let word: String =
+                word.chars().zip(upper).map(|(c, up)| if up { c.to_ascii_uppercase() } else { c }).collect();
+            prop_assert_eq!(parse_bool(&word), Ok(word == "1" || word.eq_ignore_ascii_case("true")));
+            prop_assume!(!["true", "false"].contains(&junk.as_str()));
+            prop_assert!(parse_bool(&junk).is_err());
+        }
     }
 }

@@ -150,3 +150,81 @@ mod tests {
         assert_eq!(String::from_utf8(encode(&HeaderMap::new(), b"")).unwrap(), r#"{"header":{},"body":{"raw":""}}"#);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::cgi::proptests::headers;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Go's reading of bytes as text: a valid character at a time, else one U+FFFD per byte.
+    fn go_text(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let valid = (1..=4.min(bytes.len() - i)).find_map(|n| std::str::from_utf8(&bytes[i..i + n]).ok());
+            match valid {
+                Some(c) => {
+                    out.push_str(c);
+                    i += c.len();
+                }
+                None => {
+                    out.push('\u{fffd}');
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn unbase64(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let digits: Vec<u32> = text
+            .trim_end_matches('=')
+            .bytes()
+            .map(|b| ALPHABET.iter().position(|&a| a == b).expect("base64 alphabet") as u32)
+            .collect();
+        let mut out = Vec::new();
+        for group in digits.chunks(4) {
+            let n = group.iter().enumerate().fold(0, |n, (i, d)| n | d << (18 - 6 * i));
+            out.extend(n.to_be_bytes()[1..group.len()].iter());
+        }
+        out
+    }
+
+    proptest! {
+        /// Any request gives valid JSON (checked by an independent parser) that carries every
+        /// header value, in order, and the exact body; and Go's HTML escaping leaves no `<`, `>`
+        /// or `&` in the text.
+        #[test]
+        fn json_round_trips(headers in headers(), body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.append(name, value);
+            }
+            let json = encode(&map, &body);
+            prop_assert!(!json.iter().any(|b| b"<>&".contains(b)));
+            let parsed: Value = serde_json::from_slice(&json).expect("valid JSON");
+
+            let header = parsed["header"].as_object().expect("header object");
+            let mut expected: Vec<String> =
+                map.keys().filter(|k| *k != HOST && *k != TRANSFER_ENCODING).map(|k| canonical_name(k.as_str())).collect();
+            expected.sort();
+            prop_assert_eq!(header.keys().cloned().collect::<Vec<_>>(), expected);
+            for name in map.keys().filter(|k| *k != HOST && *k != TRANSFER_ENCODING) {
+                let values: Vec<Value> = map.get_all(name).iter().map(|v| Value::from(go_text(v.as_bytes()))).collect();
+                prop_assert_eq!(&header[&canonical_name(name.as_str())], &Value::Array(values));
+            }
+            prop_assert_eq!(unbase64(parsed["body"]["raw"].as_str().expect("raw")), body);
+        }
+
+        #[test]
+        fn go_text_escapes_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut out = Vec::new();
+            json_string(&mut out, &bytes);
+            let parsed: String = serde_json::from_slice(&out).expect("a JSON string");
+            prop_assert_eq!(parsed, go_text(&bytes));
+        }
+    }
+}

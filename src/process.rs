@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,8 +17,14 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
+
+/// How long output may still arrive after the function exited, from descendants that inherited
+/// its stdout; then they are killed. (The reference watchdogs wait for them without limit.)
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
 /// Process groups of every function not yet reaped, for signals that reach them all (forwarded
 /// signals, the hard stop at exit). Removed under the lock before reaping, so a group id here is
@@ -38,14 +45,11 @@ pub fn signal_all(signal: libc::c_int) {
 
 /// Where the function's stderr goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // Inherit is for the http mode, still to come
 pub enum Stderr {
     /// Into the same pipe as stdout (one pipe, output interleaved as written).
     Merged,
     /// Its own pipe, in [`Child::stderr`].
     Piped,
-    /// The watchdog's own stderr.
-    Inherit,
 }
 
 /// What to start.
@@ -108,7 +112,6 @@ impl Child {
         let (stdout_read, stdout_write) = pipe_pair().map_err(error)?;
         let (stderr_read, stderr) = match spec.stderr {
             Stderr::Merged => (None, Stdio::from(stdout_write.try_clone().map_err(error)?)),
-            Stderr::Inherit => (None, Stdio::inherit()),
             Stderr::Piped => {
                 let (read, write) = pipe_pair().map_err(error)?;
                 (Some(read), Stdio::from(write))
@@ -357,6 +360,62 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
     let Ok(sender) = pipe::Sender::from_owned_fd_unchecked(stdin) else { return };
     let mut sender = sender;
     let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &data[written..]).await;
+}
+
+/// The buffered exchange: writes `input` to the function's stdin while reading its stdout into
+/// `output`, until stdout has ended and the function has exited. When the function exits while a
+/// descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no longer. Dropping
+/// the future part-way leaves what was read in `output`.
+pub async fn exchange(child: &mut Child, input: Bytes, output: &mut Vec<u8>) {
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let child = &*child;
+    let write = async move {
+        if let Some(stdin) = stdin {
+            feed(stdin, &input).await;
+        }
+    };
+    alongside(collect(stdout, child, output), write).await
+}
+
+async fn collect(stdout: Option<pipe::Receiver>, child: &Child, output: &mut Vec<u8>) {
+    if let Some(mut stdout) = stdout {
+        let read = read_all(&mut stdout, output);
+        tokio::pin!(read);
+        tokio::select! {
+            () = &mut read => {}
+            () = child.exited() => {
+                let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
+            }
+        }
+    }
+    child.exited().await;
+}
+
+async fn read_all(pipe: &mut pipe::Receiver, out: &mut Vec<u8>) {
+    loop {
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(out.capacity().clamp(8192, 1 << 20));
+        }
+        match pipe.read_buf(out).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Runs `main` to completion while also driving `side`; returns `main`'s output whether or not
+/// `side` has finished (a function that exits without reading its input leaves the writer behind).
+async fn alongside<T>(main: impl Future<Output = T>, side: impl Future<Output = ()>) -> T {
+    tokio::pin!(main, side);
+    let mut side_done = false;
+    std::future::poll_fn(|cx| {
+        if !side_done && side.as_mut().poll(cx).is_ready() {
+            side_done = true;
+        }
+        main.as_mut().poll(cx)
+    })
+    .await
 }
 
 fn write_fd(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {

@@ -109,3 +109,75 @@ mod tests {
         assert!(split("echo \\").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::split;
+    use proptest::prelude::*;
+
+    /// Text rich in the characters the splitter treats specially.
+    fn tricky() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            Just('\''),
+            Just('"'),
+            Just('\\'),
+            Just(' '),
+            Just('\t'),
+            Just('\n'),
+            Just('$'),
+            Just('`'),
+            any::<char>()
+        ];
+        prop::collection::vec(c, 0..40).prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Quotes `word` for a POSIX shell with single quotes (`'` becomes `'\''`).
+    fn single_quoted(word: &str) -> String {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+
+    /// Quotes `word` with double quotes, escaping what is special inside them.
+    fn double_quoted(word: &str) -> String {
+        let mut out = String::from("\"");
+        for c in word.chars() {
+            if matches!(c, '"' | '\\' | '$' | '`') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in tricky()) {
+            let _ = split(&line);
+        }
+
+        #[test]
+        fn single_quoted_words_round_trip(words in prop::collection::vec(tricky(), 0..6)) {
+            let line = words.iter().map(|w| single_quoted(w)).collect::<Vec<_>>().join(" ");
+            prop_assert_eq!(split(&line).unwrap(), words);
+        }
+
+        #[test]
+        fn double_quoted_words_round_trip(words in prop::collection::vec(tricky(), 0..6)) {
+            let line = words.iter().map(|w| double_quoted(w)).collect::<Vec<_>>().join(" \t ");
+            prop_assert_eq!(split(&line).unwrap(), words);
+        }
+
+        #[test]
+        fn plain_words_split_on_any_whitespace(
+            words in prop::collection::vec("[^\\s'\"\\\\]{1,8}", 0..6),
+            gaps in prop::collection::vec("[ \t\n]{1,3}", 7),
+        ) {
+            let mut line = gaps[0].clone();
+            for (word, gap) in words.iter().zip(&gaps[1..]) {
+                line.push_str(word);
+                line.push_str(gap);
+            }
+            prop_assert_eq!(split(&line).unwrap(), words);
+        }
+    }
+}

@@ -4,7 +4,11 @@
 
 mod classic;
 mod http;
+mod serializing;
+mod static_files;
+mod streaming;
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,11 +16,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::body::Body as _;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::{Body, RequestBody};
-use crate::config::{Config, Mode as ModeName};
+use crate::cgi;
+use crate::config::{Config, Mode as ModeName, go_duration};
+use crate::function_logs::{self, LogStyle, Stream};
+use crate::process::Child;
 use crate::shutdown::Cancel;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -65,8 +74,10 @@ impl Ctx {
 pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Mode>, String> {
     match cfg.mode {
         ModeName::Classic => Ok(Arc::new(classic::Classic::new(Arc::clone(cfg)))),
+        ModeName::Streaming => Ok(Arc::new(streaming::Streaming::new(Arc::clone(cfg)))),
+        ModeName::Serializing => Ok(Arc::new(serializing::Serializing::new(Arc::clone(cfg)))),
         ModeName::Http => Ok(Arc::new(http::Http::start(cfg)?)),
-        other => Err(format!("mode: {} is not implemented yet", other.name())),
+        ModeName::Static => Ok(Arc::new(static_files::StaticFiles::new(cfg)?)),
     }
 }
 
@@ -125,6 +136,12 @@ impl AccessLog {
         }
     }
 
+    /// Logs a response whose body is all there (its size is known).
+    pub fn response(&self, response: &Response<Body>, start: Instant) {
+        let bytes = response.body().size_hint().exact().unwrap_or(0);
+        self.write(response.status(), bytes, start.elapsed());
+    }
+
     pub fn write(&self, status: StatusCode, bytes: u64, elapsed: Duration) {
         if self.quiet {
             return;
@@ -154,6 +171,108 @@ pub fn human_size(bytes: u64) -> String {
     let text = format!("{:.*}", 4usize.saturating_sub(digits), size);
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
     format!("{text}{}", UNITS[unit])
+}
+
+/// Why the watchdog stopped a function before it finished by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupted {
+    ExecTimeout,
+    WriteTimeout,
+    /// The hard stop at shutdown ([`Ctx::cancel`]).
+    Cancelled,
+}
+
+impl Interrupted {
+    /// Resolves with the first interruption to come: the hard stop, then `exec`, then `write`
+    /// (so equal deadlines report `exec_timeout`).
+    pub async fn first(
+        exec: Option<tokio::time::Instant>,
+        write: Option<tokio::time::Instant>,
+        cancel: &Cancel,
+    ) -> Interrupted {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Interrupted::Cancelled,
+            () = sleep_until(exec) => Interrupted::ExecTimeout,
+            () = sleep_until(write) => Interrupted::WriteTimeout,
+        }
+    }
+
+    /// Logs that the function is being killed, and why.
+    pub fn log(self, cfg: &Config) {
+        match self {
+            Interrupted::ExecTimeout => log::info!("Killing process: {}", cfg.fprocess),
+            Interrupted::WriteTimeout => log::info!(
+                "Killing process: {} - no response within write_timeout ({})",
+                cfg.fprocess,
+                go_duration(cfg.write_timeout.unwrap_or_default())
+            ),
+            Interrupted::Cancelled => {
+                log::info!("Killing process: {} - the watchdog is shutting down", cfg.fprocess)
+            }
+        }
+    }
+
+    /// The answer for a client that has had nothing yet; `None` for `ExecTimeout`, whose answer
+    /// differs between modes.
+    pub fn answer(self, cfg: &Config) -> Option<Response<Body>> {
+        match self {
+            Interrupted::ExecTimeout => None,
+            Interrupted::WriteTimeout => {
+                let limit = go_duration(cfg.write_timeout.unwrap_or_default());
+                Some(text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("Function did not respond within write_timeout ({limit}); it was killed.\n"),
+                ))
+            }
+            Interrupted::Cancelled => Some(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The watchdog is shutting down; the function was stopped.\n",
+            )),
+        }
+    }
+}
+
+/// Sleeps until `deadline`; without one, forever.
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `X-Duration-Seconds` (`%f`: six decimals) since the request started.
+pub fn with_duration(mut response: Response<Body>, ctx: &Ctx) -> Response<Body> {
+    let seconds = format!("{:.6}", ctx.start.elapsed().as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&seconds) {
+        response.headers_mut().insert("x-duration-seconds", value);
+    }
+    response
+}
+
+/// The function's environment additions: the `Http_*` variables unless `cgi_headers=false`.
+pub fn function_env(cfg: &Config, parts: &Parts) -> Vec<(String, OsString)> {
+    if cfg.cgi_headers { cgi::environment(parts) } else { Vec::new() }
+}
+
+/// Sends the function's stderr, if piped, to the log as `prefix_logs` and `log_buffer_size` say.
+pub fn log_stderr(child: &mut Child, cfg: &Config) {
+    if let Some(stderr) = child.stderr.take() {
+        let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
+        tokio::spawn(function_logs::forward(stderr, Stream::Stderr, style));
+    }
+}
+
+/// The Content-Type configured for function output (`content_type`), if it is a valid value.
+pub fn content_type(cfg: &Config) -> Option<HeaderValue> {
+    cfg.content_type.as_deref().and_then(|t| HeaderValue::from_str(t).ok())
+}
+
+/// 400 for a request body that could not be read; the connection is closed after it.
+pub fn bad_body(error: &BodyError) -> Response<Body> {
+    let mut response = text(StatusCode::BAD_REQUEST, format!("{error}\n"));
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Reads the whole request body, giving up at `deadline`.

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod stress;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
 /// A fresh directory, removed on drop.
@@ -84,6 +86,10 @@ pub struct Options {
     pub metrics: bool,
     /// Extra command wrapper (e.g. `unshare ...`), program first.
     pub wrapper: Vec<String>,
+    /// Working directory of the watchdog, and so of its functions; default: the test's.
+    pub dir: Option<PathBuf>,
+    /// Keep only about this many bytes of the log (the newest); for functions that flood it.
+    pub log_limit: Option<usize>,
 }
 
 impl Options {
@@ -93,6 +99,8 @@ impl Options {
             wait_healthy: true,
             metrics: false,
             wrapper: Vec::new(),
+            dir: None,
+            log_limit: None,
         }
     }
 }
@@ -103,8 +111,8 @@ pub struct Watchdog {
     pub port: u16,
     pub metrics_port: Option<u16>,
     pub tmp: TempDir,
-    log: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    log: Arc<Mutex<Capture>>,
+    stdout: Arc<Mutex<Capture>>,
     status: Option<ExitStatus>,
 }
 
@@ -144,10 +152,13 @@ impl Watchdog {
         for (k, v) in &options.env {
             command.env(k, v);
         }
+        if let Some(dir) = &options.dir {
+            command.current_dir(dir);
+        }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start fwatchdog");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(Capture { limit: options.log_limit, ..Capture::default() }));
+        let stdout = Arc::new(Mutex::new(Capture::default()));
         collect(child.stderr.take().expect("stderr"), Arc::clone(&log));
         collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
         let mut wd = Watchdog { child: Some(child), port: 0, metrics_port, tmp, log, stdout, status: None };
@@ -173,12 +184,17 @@ impl Watchdog {
     }
 
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.lock().unwrap().text.clone()
+    }
+
+    /// How many bytes the watchdog has written to its log so far (all of them, even past `log_limit`).
+    pub fn log_bytes(&self) -> usize {
+        self.log.lock().unwrap().total
     }
 
     /// What the watchdog wrote to its stdout (debug headers, write_debug output).
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.stdout.lock().unwrap().text.clone()
     }
 
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
@@ -257,13 +273,34 @@ impl Drop for Watchdog {
     }
 }
 
-fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// Output read from the watchdog.
+#[derive(Default)]
+struct Capture {
+    text: String,
+    /// Bytes read in all.
+    total: usize,
+    /// Keep roughly the newest `limit` bytes of `text`.
+    limit: Option<usize>,
+}
+
+fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => {
+                    let mut capture = into.lock().unwrap();
+                    capture.total += n;
+                    capture.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if let Some(limit) = capture.limit.filter(|&l| capture.text.len() > 2 * l) {
+                        let mut cut = capture.text.len() - limit;
+                        while !capture.text.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        capture.text.drain(..cut);
+                    }
+                }
             }
         }
     });
@@ -348,6 +385,17 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `metric_value(text, r#"http_requests_total{code="200",method="post"}"#)`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -363,6 +411,10 @@ impl Response {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
     }
 }
 
@@ -398,6 +450,24 @@ pub fn send(port: u16, request: &[u8]) -> io::Result<Response> {
 
 /// Reads one response from a connection.
 pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<Response> {
+    let mut response = read_head(reader)?;
+    if head_only || response.status == 204 || response.status == 304 {
+        return Ok(response);
+    }
+    if response.is_chunked() {
+        Chunked::new(reader).read_to_end(&mut response.body)?;
+    } else if let Some(length) = response.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        response.body.resize(length, 0);
+        reader.read_exact(&mut response.body)?;
+    } else {
+        reader.read_to_end(&mut response.body)?;
+    }
+    Ok(response)
+}
+
+/// Reads a response's status line and headers (skipping `100 Continue`) and leaves `reader` at the
+/// start of the body; the returned body is empty.
+pub fn read_head(reader: &mut impl BufRead) -> io::Result<Response> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -421,36 +491,59 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<R
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        if status == 100 {
-            continue;
+        if status != 100 {
+            return Ok(Response { status, headers, body: Vec::new() });
         }
-        let mut response = Response { status, headers, body: Vec::new() };
-        if head_only || status == 204 || status == 304 {
-            return Ok(response);
+    }
+}
+
+/// A chunked body decoded as it is read, for bodies too big to hold or that arrive over time.
+/// Reading past the last chunk gives EOF; a connection that ends before it is an error.
+pub struct Chunked<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Chunked<R> {
+    pub fn new(inner: R) -> Chunked<R> {
+        Chunked { inner, left: 0, done: false }
+    }
+
+    fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.inner.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
         }
-        if response.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-            loop {
-                line.clear();
-                reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim(), 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
-                if size == 0 {
-                    line.clear();
-                    reader.read_line(&mut line)?;
-                    break;
-                }
-                let start = response.body.len();
-                response.body.resize(start + size, 0);
-                reader.read_exact(&mut response.body[start..])?;
-                line.clear();
-                reader.read_line(&mut line)?;
+        Ok(line)
+    }
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let line = self.line()?;
+            self.left = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+            if self.left == 0 {
+                self.line()?; // the empty line after the last chunk (no trailers are sent)
+                self.done = true;
+                return Ok(0);
             }
-        } else if let Some(length) = response.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-            response.body.resize(length, 0);
-            reader.read_exact(&mut response.body)?;
-        } else {
-            reader.read_to_end(&mut response.body)?;
         }
-        return Ok(response);
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
+        }
+        self.left -= n;
+        if self.left == 0 {
+            self.line()?; // the CRLF after the chunk's data
+        }
+        Ok(n)
     }
 }
