@@ -27,7 +27,7 @@ use tokio::time::Sleep;
 use super::Http;
 use super::headers::{Limit, remove_hop_by_hop, websocket_upgrade};
 use crate::body::{Body, RequestBody};
-use crate::modes::{AccessLog, BodyError, Ctx, read_body, text};
+use crate::modes::{AccessLog, BodyError, Ctx, read_body, sleep_until, text, with_duration};
 use crate::shutdown::Cancel;
 
 pub type Client = legacy::Client<HttpConnector, Body>;
@@ -119,7 +119,6 @@ impl Http {
         let (mut head, body) = response.into_parts();
         let upgrade = tunnel.as_ref().and_then(|_| head.headers.get(UPGRADE).cloned());
         remove_hop_by_hop(&mut head.headers, upgrade);
-        head.headers.insert("x-duration-seconds", seconds(ctx.start));
         // hyper answers HTTP/1.0 clients in 1.0 by itself; a 1.0 upstream must not downgrade others.
         head.version = Version::HTTP_11;
         let body = match tunnel {
@@ -130,7 +129,7 @@ impl Http {
             }
             None => Body::stream(Relay::new(body, deadline.zip(limit), &ctx, log, status)),
         };
-        Response::from_parts(head, body)
+        with_duration(Response::from_parts(head, body), &ctx)
     }
 
     /// Sends the request once the function listens, and waits for the response headers.
@@ -168,24 +167,16 @@ impl Http {
 
 /// A response the watchdog makes itself: one line, `X-Duration-Seconds`, and
 /// `X-OpenFaaS-Internal: of-watchdog` so that callers can tell it from the function's own.
-fn answer(log: AccessLog, ctx: &Ctx, status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let message = message.into();
-    log.write(status, message.len() as u64, ctx.start.elapsed());
-    let mut response = text(status, message);
-    let headers = response.headers_mut();
-    headers.insert("x-duration-seconds", seconds(ctx.start));
-    headers.insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
+fn answer(log: AccessLog, ctx: &Ctx, status: StatusCode, message: impl Into<Body>) -> Response<Body> {
+    let mut response = with_duration(text(status, message), ctx);
+    response.headers_mut().insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
+    log.response(&response, ctx.start);
     response
 }
 
 fn bad_gateway(log: AccessLog, ctx: &Ctx, why: &str) -> Response<Body> {
     log::info!("Upstream HTTP request error: {why}");
     answer(log, ctx, StatusCode::BAD_GATEWAY, format!("Upstream HTTP request error: {why}\n"))
-}
-
-fn seconds(start: Instant) -> HeaderValue {
-    HeaderValue::from_str(&format!("{:.6}", start.elapsed().as_secs_f64()))
-        .unwrap_or_else(|_| HeaderValue::from_static("0.000000"))
 }
 
 fn describe(limit: Option<Limit>) -> String {
@@ -202,13 +193,6 @@ fn one_line(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text.replace(['\r', '\n'], " ")
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The client's body on its way to the function. Fails after `read_timeout`, and records why it
