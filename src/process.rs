@@ -229,26 +229,19 @@ impl Drop for Child {
             self.reap();
             return;
         }
-        // SIGKILL is delivered asynchronously; reap it once it is gone, off this thread.
-        let child = Child {
-            pid: self.pid,
-            exit: std::mem::replace(&mut self.exit, ExitWatch::Poll),
-            status: None,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        };
+        // SIGKILL is delivered asynchronously; reap it once it is gone, off this thread. The task
+        // holds only the pid and the exit watch until it runs: a runtime that is shutting down
+        // drops new tasks unpolled, and a whole `Child` dropped there would come back here, again
+        // and again until the stack overflows.
+        let (pid, exit) = (self.pid, std::mem::replace(&mut self.exit, ExitWatch::Poll));
         self.status = Some(ExitStatus::from_raw(0));
+        let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move {
-                    let mut child = child;
-                    child.wait().await;
-                });
+                runtime.spawn(async move { reaper().wait().await });
             }
             Err(_) => {
-                let mut child = child;
-                child.reap();
+                reaper().reap();
             }
         }
     }
