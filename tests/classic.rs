@@ -176,9 +176,9 @@ fn echoes_the_body_with_duration_and_no_content_type() {
     let (whole, decimals) = duration.split_once('.').unwrap();
     assert!(whole.parse::<u64>().is_ok() && decimals.len() == 6, "{duration}");
     assert_eq!(r.header("Content-Type"), None);
-    let log = wd.logs();
-    assert!(log.contains("Forking fprocess."), "{log}");
-    assert!(log.contains("Wrote 13 Bytes - Duration: "), "{log}");
+    // The log arrives through a pipe: wait for it rather than race it.
+    wd.wait_for_log("Wrote 13 Bytes - Duration: ", Duration::from_secs(5));
+    assert!(wd.logs().contains("Forking fprocess."), "{}", wd.logs());
 }
 
 #[test]
@@ -348,8 +348,8 @@ fn write_debug_and_debug_headers() {
         (out.contains("[in] X-Trace=[t1]") && out.contains("[out] X-Duration-Seconds=[") && out.contains("debug-me"))
             .then_some(())
     });
-    let log = wd.logs();
-    assert!(log.contains("Query  q=1") && log.contains("Path  /p"), "{log}");
+    wd.wait_for_log("Query  q=1", Duration::from_secs(5));
+    wd.wait_for_log("Path  /p", Duration::from_secs(5));
 }
 
 #[test]

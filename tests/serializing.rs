@@ -43,8 +43,9 @@ fn failures_are_500_with_the_error_then_the_output() {
     assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
     assert_duration_header(&r);
     wd.wait_for_log("POST / - 500 - ContentLength: 24B (", Duration::from_secs(5));
-    let log = wd.logs();
-    assert!(log.contains("stderr: to stderr") && log.contains("Function failed: exit status 3"), "{log}");
+    // stderr is forwarded by its own task, so it may land after the access line.
+    wd.wait_for_log("stderr: to stderr", Duration::from_secs(5));
+    assert!(wd.logs().contains("Function failed: exit status 3"), "{}", wd.logs());
 
     let wd = serializing("no-such-program-xyz", &[]);
     let r = wd.post("/", b"");
@@ -131,6 +132,9 @@ fn log_callid_and_prefix_logs() {
     wd.wait_for_log("GET /a - 200 - ContentLength: 0B (", Duration::from_secs(5));
     wd.get("/b");
     wd.wait_for_log("GET /b - 200 - ContentLength: 0B (", Duration::from_secs(5));
+    wait_for(Duration::from_secs(5), "raw stderr lines", || {
+        (wd.logs().lines().filter(|l| *l == "raw-line").count() == 2).then_some(())
+    });
     let log = wd.logs();
     let line = |path: &str| log.lines().find(|l| l.contains(path)).unwrap_or_default().to_string();
     assert!(line("GET /a ").ends_with("s) [call-1]"), "{log}");

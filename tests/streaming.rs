@@ -234,8 +234,8 @@ fn failures_before_any_output_are_500_with_the_error() {
     assert_eq!((r.status, r.text().as_str()), (500, "exit status 3\n"));
     assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
     wd.wait_for_log("POST / - 500 - ContentLength: 14B (", Duration::from_secs(5));
-    let log = wd.logs();
-    assert!(log.contains("stderr: to stderr") && log.contains("Function failed: exit status 3"), "{log}");
+    wd.wait_for_log("stderr: to stderr", Duration::from_secs(5));
+    assert!(wd.logs().contains("Function failed: exit status 3"), "{}", wd.logs());
 
     let wd = streaming("no-such-program-xyz", &[]);
     let r = wd.post("/", b"");

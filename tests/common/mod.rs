@@ -218,8 +218,11 @@ impl Watchdog {
     }
 
     /// Waits for the watchdog to exit.
+    /// Waits for the watchdog to exit and for its log to be read to the end.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        wait_for(limit, "fwatchdog to exit", || self.try_status())
+        let status = wait_for(limit, "fwatchdog to exit", || self.try_status());
+        wait_for(Duration::from_secs(5), "the log to end", || self.log.lock().unwrap().ended.then_some(()));
+        status
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -281,6 +284,8 @@ struct Capture {
     total: usize,
     /// Keep roughly the newest `limit` bytes of `text`.
     limit: Option<usize>,
+    /// The stream reached its end (the watchdog closed it, usually by exiting).
+    ended: bool,
 }
 
 fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>) {
@@ -288,7 +293,10 @@ fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>) {
         let mut buf = [0u8; 8192];
         loop {
             match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    into.lock().unwrap().ended = true;
+                    return;
+                }
                 Ok(n) => {
                     let mut capture = into.lock().unwrap();
                     capture.total += n;
