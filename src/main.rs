@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         }
     }
 
+    open_standard_streams();
     init::split_if_pid1();
     logging::init();
     log::info!("Version: {VERSION}\tSHA: {SHA}");
@@ -97,6 +98,20 @@ fn usage() -> String {
         text.push_str(&format!("  {name:<22} {default:<22} {meaning}\n"));
     }
     text
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open (on /dev/null if a supervisor closed them), so that no
+/// pipe or socket of ours is ever given one of those numbers: a function's stdio is set up by
+/// `dup2` onto 0, 1 and 2, which would otherwise clobber it.
+fn open_standard_streams() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; open() returns the lowest free number, i.e. `fd`.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
 }
 
 /// Rust, unlike Go, leaves the soft limit on open files low; every connection and pipe needs one.

@@ -479,3 +479,43 @@ fn no_zombies_or_leaked_fds_after_500_requests() {
         (open_fds(wd.pid()) <= fds_before && zombies_of(wd.pid()) == 0 && wd.descendants().is_empty()).then_some(())
     });
 }
+
+#[test]
+fn functions_start_with_no_blocked_signals_and_sigpipe_not_ignored() {
+    let wd = Watchdog::start(&[("fprocess", "grep -E ^Sig(Blk|Ign): /proc/self/status")]);
+    let text = wd.post("/", b"").text();
+    let mask = |name: &str, status: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {status}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:", &text), 0, "{text}");
+    // The watchdog (a Rust program) ignores SIGPIPE; its functions must not. Other ignored signals
+    // are inherited from whoever started the watchdog, as with any exec.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let sigpipe = 1 << (libc::SIGPIPE - 1);
+    assert_eq!(mask("SigIgn:", &text), mask("SigIgn:", &ours) & !sigpipe, "{text}");
+}
+
+#[test]
+fn programs_are_looked_up_on_path_again_when_they_appear_or_move() {
+    let tmp = TempDir::new();
+    let path = format!("{}:{}", tmp.path().display(), std::env::var("PATH").unwrap_or_default());
+    let wd = Watchdog::start(&[("fprocess", "late-tool-xyz"), ("PATH", &path)]);
+    let r = wd.post("/", b"");
+    assert_eq!((r.status, r.text().as_str()), (500, "exec: \"late-tool-xyz\": executable file not found in $PATH\n"));
+    tmp.script("late-tool-xyz", "#!/bin/sh\necho first\n");
+    assert_eq!(wd.post("/", b"").text(), "first\n");
+    std::fs::remove_file(tmp.path().join("late-tool-xyz")).unwrap();
+    assert_eq!(wd.post("/", b"").status, 500, "the remembered path is gone");
+    tmp.script("late-tool-xyz", "#!/bin/sh\necho second\n");
+    assert_eq!(wd.post("/", b"").text(), "second\n");
+}
+
+#[test]
+fn a_script_without_interpreter_line_is_an_exec_format_error() {
+    let tmp = TempDir::new();
+    let script = tmp.script("no-shebang", "echo hi\n");
+    let wd = Watchdog::start(&[("fprocess", &script)]);
+    let r = wd.post("/", b"");
+    assert_eq!((r.status, r.text()), (500, format!("fork/exec {script}: exec format error\n")));
+}

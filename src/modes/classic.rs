@@ -16,11 +16,12 @@ use super::{
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
 use crate::function_logs::{self, LogStyle, Stream};
-use crate::process::{self, Child, Spec, Stderr};
+use crate::process::{self, Child, Program, Spec, Stderr};
 use crate::{cgi, marshal};
 
 pub struct Classic {
     cfg: Arc<Config>,
+    program: Program,
 }
 
 impl Mode for Classic {
@@ -31,7 +32,7 @@ impl Mode for Classic {
 
 impl Classic {
     pub fn new(cfg: Arc<Config>) -> Classic {
-        Classic { cfg }
+        Classic { program: Program::new(&cfg.argv), cfg }
     }
 
     async fn handle(&self, req: Request<RequestBody>, ctx: Ctx) -> Response<Body> {
@@ -62,7 +63,7 @@ impl Classic {
         drop(parts.extensions);
 
         let stderr = if cfg.combine_output { Stderr::Merged } else { Stderr::Piped };
-        let mut child = match Child::spawn(&Spec { argv: &cfg.argv, env: &env, stderr }) {
+        let mut child = match Child::spawn(&Spec { program: &self.program, env: &env, stderr }) {
             Ok(child) => child,
             Err(e) => return self.failure(&e.to_string(), Vec::new(), &ctx),
         };

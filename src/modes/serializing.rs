@@ -16,10 +16,11 @@ use super::{
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
-use crate::process::{self, Child, Spec, Stderr};
+use crate::process::{self, Child, Program, Spec, Stderr};
 
 pub struct Serializing {
     cfg: Arc<Config>,
+    program: Program,
 }
 
 impl Mode for Serializing {
@@ -36,7 +37,7 @@ impl Mode for Serializing {
 
 impl Serializing {
     pub fn new(cfg: Arc<Config>) -> Serializing {
-        Serializing { cfg }
+        Serializing { program: Program::new(&cfg.argv), cfg }
     }
 
     async fn handle(&self, parts: Parts, body: RequestBody, ctx: &Ctx) -> Response<Body> {
@@ -46,7 +47,7 @@ impl Serializing {
             Err(e) => return bad_body(&e),
         };
         let env = function_env(cfg, &parts);
-        let mut child = match Child::spawn(&Spec { argv: &cfg.argv, env: &env, stderr: Stderr::Piped }) {
+        let mut child = match Child::spawn(&Spec { program: &self.program, env: &env, stderr: Stderr::Piped }) {
             Ok(child) => child,
             Err(e) => return self.answer(Err(e.to_string()), Vec::new(), ctx),
         };

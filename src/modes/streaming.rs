@@ -33,13 +33,14 @@ use super::{
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
-use crate::process::{self, Child, OUTPUT_GRACE, Spec, Stderr};
+use crate::process::{self, Child, OUTPUT_GRACE, Program, Spec, Stderr};
 
 /// The most output read at once: one pipe's worth.
 const CHUNK: usize = 64 * 1024;
 
 pub struct Streaming {
     cfg: Arc<Config>,
+    program: Program,
 }
 
 /// What the pump tells the response.
@@ -71,7 +72,7 @@ impl Mode for Streaming {
 
 impl Streaming {
     pub fn new(cfg: Arc<Config>) -> Streaming {
-        Streaming { cfg }
+        Streaming { program: Program::new(&cfg.argv), cfg }
     }
 
     async fn handle(&self, req: Request<RequestBody>, ctx: Ctx) -> Response<Body> {
@@ -86,7 +87,7 @@ impl Streaming {
             access.response(&response, ctx.start);
             response
         };
-        let mut child = match Child::spawn(&Spec { argv: &cfg.argv, env: &env, stderr: Stderr::Piped }) {
+        let mut child = match Child::spawn(&Spec { program: &self.program, env: &env, stderr: Stderr::Piped }) {
             Ok(child) => child,
             Err(e) => return not_started(e.to_string()),
         };

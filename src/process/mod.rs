@@ -7,14 +7,18 @@
 //! a deadline fired) kills its group and is reaped in the background: no process outlives its
 //! request and no zombie is left behind.
 
+mod spawn;
+
+pub use spawn::Program;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,7 +58,7 @@ pub enum Stderr {
 
 /// What to start.
 pub struct Spec<'a> {
-    pub argv: &'a [String],
+    pub program: &'a Program,
     /// Added to the watchdog's environment; later entries win.
     pub env: &'a [(String, OsString)],
     pub stderr: Stderr,
@@ -65,18 +69,21 @@ pub struct Spec<'a> {
 #[derive(Debug)]
 pub struct SpawnError {
     program: String,
-    error: io::Error,
+    failure: spawn::Failure,
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = &self.program;
-        match self.error.raw_os_error() {
-            Some(libc::ENOENT) if !program.contains('/') => {
-                write!(f, "exec: {program:?}: executable file not found in $PATH")
+        match &self.failure {
+            spawn::Failure::NotFound if program.contains('/') => {
+                write!(f, "fork/exec {program}: no such file or directory")
             }
-            Some(code) => write!(f, "fork/exec {program}: {}", errno_text(code)),
-            None => write!(f, "fork/exec {program}: {}", self.error),
+            spawn::Failure::NotFound => write!(f, "exec: {program:?}: executable file not found in $PATH"),
+            spawn::Failure::Os(e) => match e.raw_os_error() {
+                Some(code) => write!(f, "fork/exec {program}: {}", errno_text(code)),
+                None => write!(f, "fork/exec {program}: {e}"),
+            },
         }
     }
 }
@@ -93,51 +100,72 @@ pub struct Child {
     pub stderr: Option<pipe::Receiver>,
 }
 
-enum ExitWatch {
-    Pidfd(AsyncFd<OwnedFd>),
-    /// Kernels without pidfd (< 5.3) or seccomp filters that forbid it: poll with `waitid`.
-    Poll,
+/// How the leader's exit is noticed. Most functions have exited by the time their output ends,
+/// so the pidfd is registered with the reactor only when a wait actually has to block.
+#[derive(Default)]
+struct ExitWatch {
+    /// Declared before `pidfd`: it must be deregistered before the descriptor closes.
+    registered: OnceLock<Option<AsyncFd<RawPidfd>>>,
+    /// `None` on kernels without pidfds (or where seccomp forbids them): then `waitid` is polled.
+    pidfd: Option<OwnedFd>,
+}
+
+/// The pidfd as the reactor sees it; the descriptor itself is owned by [`ExitWatch::pidfd`].
+struct RawPidfd(RawFd);
+
+impl AsRawFd for RawPidfd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl ExitWatch {
+    fn reactor(&self) -> Option<&AsyncFd<RawPidfd>> {
+        self.registered
+            .get_or_init(|| {
+                let fd = self.pidfd.as_ref()?.as_raw_fd();
+                // SAFETY: the descriptor stays open, unchanged, until after this AsyncFd is dropped
+                // (field order).
+                unsafe { AsyncFd::register_with_interest(RawPidfd(fd), tokio::io::Interest::READABLE) }.ok()
+            })
+            .as_ref()
+    }
 }
 
 impl Child {
     /// Starts the function in a new process group with piped stdin and stdout. Must be called
     /// from within the tokio runtime.
     pub fn spawn(spec: &Spec<'_>) -> Result<Child, SpawnError> {
-        let program = spec.argv.first().map_or("", String::as_str);
-        let error = |error| SpawnError { program: program.to_string(), error };
-        if program.is_empty() {
-            return Err(error(io::Error::from_raw_os_error(libc::ENOENT)));
-        }
-        let (stdin_read, stdin_write) = pipe_pair().map_err(error)?;
-        let (stdout_read, stdout_write) = pipe_pair().map_err(error)?;
-        let (stderr_read, stderr) = match spec.stderr {
-            Stderr::Merged => (None, Stdio::from(stdout_write.try_clone().map_err(error)?)),
-            Stderr::Piped => {
-                let (read, write) = pipe_pair().map_err(error)?;
-                (Some(read), Stdio::from(write))
-            }
+        let error = |failure| SpawnError { program: spec.program.name().to_string(), failure };
+        let os_error = |e| error(spawn::Failure::Os(e));
+        let (stdin_read, stdin_write) = pipe_pair().map_err(os_error)?;
+        let (stdout_read, stdout_write) = pipe_pair().map_err(os_error)?;
+        let (stderr_read, stderr_write) = match spec.stderr {
+            Stderr::Merged => (None, None),
+            Stderr::Piped => pipe_pair().map(|(read, write)| (Some(read), Some(write))).map_err(os_error)?,
         };
+        let stdio = spawn::Stdio {
+            stdin: stdin_read.as_raw_fd(),
+            stdout: stdout_write.as_raw_fd(),
+            stderr: stderr_write.as_ref().unwrap_or(&stdout_write).as_raw_fd(),
+        };
+        let spawned = spec.program.spawn(spec.env, &stdio).map_err(error)?;
+        groups().push(spawned.pid);
+        // The child's ends: closed here, or EOF never comes.
+        drop((stdin_read, stdout_write, stderr_write));
 
-        let mut command = Command::new(program);
-        command
-            .args(&spec.argv[1..])
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(stdin_read))
-            .stdout(Stdio::from(stdout_write))
-            .stderr(stderr)
-            .process_group(0);
-        let child = command.spawn().map_err(error)?;
-        // The command holds the child's ends of the pipes; close them now or EOF never comes.
-        drop(command);
-        let pid = child.id() as libc::pid_t;
-        groups().push(pid);
-
-        let mut child = Child { pid, exit: ExitWatch::Poll, status: None, stdin: None, stdout: None, stderr: None };
+        let mut child = Child {
+            pid: spawned.pid,
+            exit: ExitWatch { registered: OnceLock::new(), pidfd: spawned.pidfd },
+            status: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
         // From here on `child` owns the process: an early return kills and reaps it.
-        child.exit = pidfd_open(pid).map_or(ExitWatch::Poll, ExitWatch::Pidfd);
-        child.stdin = Some(nonblocking(stdin_write).map_err(error)?);
-        child.stdout = Some(receiver(stdout_read).map_err(error)?);
-        child.stderr = stderr_read.map(receiver).transpose().map_err(error)?;
+        child.stdin = Some(nonblocking(stdin_write).map_err(os_error)?);
+        child.stdout = Some(receiver(stdout_read).map_err(os_error)?);
+        child.stderr = stderr_read.map(receiver).transpose().map_err(os_error)?;
         Ok(child)
     }
 
@@ -159,18 +187,14 @@ impl Child {
         if self.status.is_some() {
             return;
         }
-        match &self.exit {
-            ExitWatch::Pidfd(fd) => {
-                // A pidfd becomes readable when the process exits. An error from the reactor
-                // would leave us blind: fall back to polling.
-                while !self.has_exited() {
-                    match fd.readable().await {
-                        Ok(mut guard) => guard.clear_ready(),
-                        Err(_) => return self.poll_exit().await,
-                    }
-                }
+        // A pidfd becomes readable when the process exits. Without one, or on an error from the
+        // reactor, poll.
+        while !self.has_exited() {
+            let Some(pidfd) = self.exit.reactor() else { return self.poll_exit().await };
+            match pidfd.readable().await {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(_) => return self.poll_exit().await,
             }
-            ExitWatch::Poll => self.poll_exit().await,
         }
     }
 
@@ -233,7 +257,7 @@ impl Drop for Child {
         // holds only the pid and the exit watch until it runs: a runtime that is shutting down
         // drops new tasks unpolled, and a whole `Child` dropped there would come back here, again
         // and again until the stack overflows.
-        let (pid, exit) = (self.pid, std::mem::replace(&mut self.exit, ExitWatch::Poll));
+        let (pid, exit) = (self.pid, std::mem::take(&mut self.exit));
         self.status = Some(ExitStatus::from_raw(0));
         let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None };
         match tokio::runtime::Handle::try_current() {
@@ -309,10 +333,10 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Our end of a fresh pipe: its status flags are known to be empty, so no F_GETFL first.
 fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
@@ -320,18 +344,6 @@ fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
 
 fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(nonblocking(fd)?)
-}
-
-fn pidfd_open(pid: libc::pid_t) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: plain syscall; on success it returns a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
-    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 /// Writes `data` to a non-blocking stdin pipe and closes it. A function that exits or closes its
@@ -425,11 +437,10 @@ mod tests {
     fn go_wording() {
         assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "exit status 3");
         assert_eq!(describe(ExitStatus::from_raw(libc::SIGKILL)), "signal: killed");
-        let missing = SpawnError { program: "foo".into(), error: io::Error::from_raw_os_error(libc::ENOENT) };
-        assert_eq!(missing.to_string(), r#"exec: "foo": executable file not found in $PATH"#);
-        let missing = SpawnError { program: "/no/bin".into(), error: io::Error::from_raw_os_error(libc::ENOENT) };
-        assert_eq!(missing.to_string(), "fork/exec /no/bin: no such file or directory");
-        let denied = SpawnError { program: "/etc/passwd".into(), error: io::Error::from_raw_os_error(libc::EACCES) };
-        assert_eq!(denied.to_string(), "fork/exec /etc/passwd: permission denied");
+        let error = |program: &str, failure| SpawnError { program: program.into(), failure }.to_string();
+        let os = |code| spawn::Failure::Os(io::Error::from_raw_os_error(code));
+        assert_eq!(error("foo", spawn::Failure::NotFound), r#"exec: "foo": executable file not found in $PATH"#);
+        assert_eq!(error("/no/bin", os(libc::ENOENT)), "fork/exec /no/bin: no such file or directory");
+        assert_eq!(error("/etc/passwd", os(libc::EACCES)), "fork/exec /etc/passwd: permission denied");
     }
 }

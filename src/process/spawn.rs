@@ -1,0 +1,349 @@
+//! Starting a function: what glibc's `posix_spawn` does, minus the parts that cost the watchdog
+//! CPU on every request.
+//!
+//! The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` on a stack that each
+//! thread allocates once, and runs only async-signal-safe system calls until `execve`: a new
+//! process group, stdio, signal dispositions, the signal mask. Compared with
+//! `std::process::Command` this saves, per spawn: glibc's stack `mmap`/`munmap` (the `munmap`
+//! interrupts every CPU running one of our threads), six `getrlimit` from validating the `dup2`
+//! file actions, a separate `pidfd_open`, a `dup` for merged stderr, rebuilding the whole
+//! environment in a map, the PATH search in the child, and a hundred `sigaction` calls in the
+//! child (every signal instead of the few that have handlers).
+
+use std::cell::RefCell;
+use std::ffi::{CString, OsString, c_char, c_int, c_void};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// A program to run, prepared once: its argument vector as C strings and, for a bare name, the
+/// path found on `$PATH` (looked up again after an `execve` that could not find it).
+pub struct Program {
+    name: String,
+    argv: Vec<CString>,
+    resolved: Mutex<Option<CString>>,
+}
+
+/// The child's standard streams: descriptors in the parent, `dup2`ed to 0, 1 and 2.
+pub struct Stdio {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    /// May be the same as `stdout`.
+    pub stderr: RawFd,
+}
+
+/// A started child.
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    /// `None` on kernels without `CLONE_PIDFD` (< 5.2).
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Why a spawn failed: the `execve` (or setup) error, or a bare name not found on `$PATH`.
+#[derive(Debug)]
+pub enum Failure {
+    NotFound,
+    Os(io::Error),
+}
+
+/// Everything the child needs, prepared by the parent. The child only reads it, except `error`.
+#[repr(C)]
+struct ChildArgs {
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    stdio: [RawFd; 3],
+    reset: *const c_int,
+    reset_len: usize,
+    /// Written by the child when `execve` (or a step before it) fails; read by the parent after
+    /// the child has exec'd or exited (`CLONE_VFORK` suspends the parent until then).
+    error: c_int,
+}
+
+/// The child's stack: only the few frames up to `execve` run on it.
+const STACK_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static STACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Cleared once the kernel has refused `CLONE_PIDFD`.
+static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+impl Program {
+    pub fn new(argv: &[String]) -> Program {
+        let name = argv.first().cloned().unwrap_or_default();
+        // Values from the environment cannot contain NUL, so nothing is lost here.
+        let argv = argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
+        Program { name, argv, resolved: Mutex::new(None) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path to execute: the name itself when it contains a `/`, else the first executable
+    /// file of that name on `$PATH` (as Go's `exec.LookPath`).
+    fn path(&self) -> Result<CString, Failure> {
+        if self.name.contains('/') {
+            return CString::new(self.name.as_bytes()).map_err(|_| Failure::NotFound);
+        }
+        let mut cached = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &*cached {
+            return Ok(path.clone());
+        }
+        let path = find_on_path(&self.name).ok_or(Failure::NotFound)?;
+        *cached = Some(path.clone());
+        Ok(path)
+    }
+
+    fn forget_path(&self) {
+        *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Starts the program in a new process group with `stdio`, the watchdog's environment plus
+    /// `env` (later entries win). The descriptors in `stdio` stay open in the parent.
+    pub fn spawn(&self, env: &[(String, OsString)], stdio: &Stdio) -> Result<Spawned, Failure> {
+        if self.name.is_empty() {
+            return Err(Failure::NotFound);
+        }
+        let path = self.path()?;
+        let mut argv: Vec<*const c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let env = Environment::new(env);
+        let envp = env.pointers();
+        let reset = signals_with_handlers();
+        let mut args = ChildArgs {
+            path: path.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
+            reset: reset.as_ptr(),
+            reset_len: reset.len(),
+            error: 0,
+        };
+        let spawned = clone_child(&mut args).map_err(Failure::Os)?;
+        // SAFETY: the child has exec'd or exited: nothing writes `error` any more.
+        let error = unsafe { std::ptr::read_volatile(&args.error) };
+        if error == 0 {
+            return Ok(spawned);
+        }
+        // The child ran `_exit(127)`: reap it (it is already a zombie) and report why.
+        let mut status = 0;
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        if error == libc::ENOENT {
+            self.forget_path();
+        }
+        Err(Failure::Os(io::Error::from_raw_os_error(error)))
+    }
+}
+
+/// `clone` with the parent's signals blocked, so no handler of ours can run in the child before it
+/// has reset the dispositions.
+fn clone_child(args: &mut ChildArgs) -> io::Result<Spawned> {
+    STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        if stack.is_empty() {
+            stack.resize(STACK_SIZE, 0);
+        }
+        // The stack grows down from its (16-byte aligned) top.
+        let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: valid pointers; the mask is restored below on every path.
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), previous.as_mut_ptr());
+        }
+        let result = loop {
+            let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
+            let flags =
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | if with_pidfd { libc::CLONE_PIDFD } else { 0 };
+            let mut pidfd: c_int = -1;
+            // SAFETY: `child_main` only makes async-signal-safe calls on its own stack and reads
+            // `args`, which outlives the child's use of it (CLONE_VFORK: we resume only after its
+            // execve or _exit). With CLONE_PIDFD the kernel stores the pidfd in `pidfd`.
+            let pid = unsafe {
+                libc::clone(
+                    child_main,
+                    top as *mut c_void,
+                    flags,
+                    (args as *mut ChildArgs).cast(),
+                    &mut pidfd as *mut c_int,
+                )
+            };
+            if pid >= 0 {
+                // SAFETY: with CLONE_PIDFD the kernel created this descriptor for us.
+                let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+                break Ok(Spawned { pid, pidfd });
+            }
+            let error = io::Error::last_os_error();
+            if with_pidfd && error.raw_os_error() == Some(libc::EINVAL) {
+                PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+                continue;
+            }
+            break Err(error);
+        };
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut()) };
+        result
+    })
+}
+
+/// The child, between `clone` and `execve`. Runs on the borrowed stack in the parent's memory, so
+/// it must not allocate, lock, unwind or touch anything but `args`: only plain system calls.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, alive and unchanged while the parent is suspended.
+    unsafe {
+        let args = &mut *arg.cast::<ChildArgs>();
+        let ok = libc::setpgid(0, 0) == 0 && args.stdio.iter().zip(0..).all(|(&from, to)| libc::dup2(from, to) == to);
+        if ok {
+            // Handlers would run the parent's code in this copy of its memory, and SIGPIPE is
+            // ignored by Rust programs: everything back to the default, then no signal blocked.
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            for i in 0..args.reset_len {
+                libc::sigaction(*args.reset.add(i), &default, std::ptr::null_mut());
+            }
+            libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(args.path, args.argv, args.envp);
+        }
+        std::ptr::write_volatile(&mut args.error, (*libc::__errno_location()).max(1));
+        libc::_exit(127)
+    }
+}
+
+/// Signals whose disposition is a handler (tokio's, std's), found once: those must be reset in
+/// the child before it unblocks signals. Handlers are installed at start, before the first spawn.
+fn signals_with_handlers() -> &'static [c_int] {
+    static SIGNALS: OnceLock<Vec<c_int>> = OnceLock::new();
+    SIGNALS.get_or_init(|| {
+        (1..=libc::SIGRTMAX())
+            .filter(|&signal| {
+                let mut current = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+                // SAFETY: queries only; an invalid or reserved signal number just fails.
+                let ok = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) } == 0;
+                // SAFETY: filled by the successful call.
+                ok && !matches!(unsafe { current.assume_init() }.sa_sigaction, libc::SIG_DFL | libc::SIG_IGN)
+            })
+            .collect()
+    })
+}
+
+/// The watchdog's own environment as `NAME=value` C strings, read once.
+fn base_environment() -> &'static [CString] {
+    static BASE: OnceLock<Vec<CString>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                CString::new(entry).ok()
+            })
+            .collect()
+    })
+}
+
+/// One child's environment: the base entries not overridden, then the additions (last one of a
+/// name wins), packed in one buffer.
+struct Environment {
+    added: Vec<u8>,
+    /// Offsets of each added `NAME=value\0` in `added`.
+    starts: Vec<usize>,
+}
+
+impl Environment {
+    fn new(additions: &[(String, OsString)]) -> Environment {
+        let mut env = Environment { added: Vec::new(), starts: Vec::with_capacity(additions.len()) };
+        for (i, (name, value)) in additions.iter().enumerate() {
+            let overridden = additions[i + 1..].iter().any(|(later, _)| later == name);
+            let clean = !name.is_empty() && !name.contains(['=', '\0']) && !value.as_bytes().contains(&0);
+            if overridden || !clean {
+                continue;
+            }
+            env.starts.push(env.added.len());
+            env.added.extend_from_slice(name.as_bytes());
+            env.added.push(b'=');
+            env.added.extend_from_slice(value.as_bytes());
+            env.added.push(0);
+        }
+        env
+    }
+
+    fn has(&self, name: &[u8]) -> bool {
+        self.starts.iter().any(|&s| self.added[s..].starts_with(name) && self.added.get(s + name.len()) == Some(&b'='))
+    }
+
+    /// The `envp` array; valid while `self` lives.
+    fn pointers(&self) -> Vec<*const c_char> {
+        let base = base_environment();
+        let mut envp = Vec::with_capacity(base.len() + self.starts.len() + 1);
+        for entry in base {
+            let bytes = entry.as_bytes();
+            let name = &bytes[..bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len())];
+            if !self.has(name) {
+                envp.push(entry.as_ptr());
+            }
+        }
+        envp.extend(self.starts.iter().map(|&s| self.added[s..].as_ptr().cast::<c_char>()));
+        envp.push(std::ptr::null());
+        envp
+    }
+}
+
+/// Go's `exec.LookPath` for a bare name: the first regular file with an execute bit on `$PATH`.
+fn find_on_path(name: &str) -> Option<CString> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|dir| {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { dir };
+        let candidate = dir.join(name);
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
+        executable.then(|| CString::new(candidate.into_os_string().into_vec()).ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn entries(env: &Environment) -> Vec<String> {
+        env.pointers()
+            .into_iter()
+            .take_while(|p| !p.is_null())
+            .map(|p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn later_additions_win_and_override_the_base() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let env = Environment::new(&[
+            ("Http_A".into(), "1".into()),
+            ("Http_A".into(), "2".into()),
+            ("PATH".into(), "/x".into()),
+            ("bad=name".into(), "v".into()),
+        ]);
+        let all = entries(&env);
+        assert!(all.contains(&"Http_A=2".to_string()) && !all.contains(&"Http_A=1".to_string()));
+        assert_eq!(all.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        assert!(all.contains(&"PATH=/x".to_string()) && (path.is_empty() || !all.contains(&format!("PATH={path}"))));
+        assert!(!all.iter().any(|e| e.starts_with("bad")));
+    }
+
+    #[test]
+    fn bare_names_are_found_on_path() {
+        let sh = find_on_path("sh").expect("sh on PATH");
+        assert!(sh.to_bytes().ends_with(b"/sh"));
+        assert!(find_on_path("no-such-program-xyz").is_none());
+    }
+}
