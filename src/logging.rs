@@ -14,9 +14,20 @@ pub fn init() {
                 log::Level::Debug => "debug: ",
                 log::Level::Trace => "trace: ",
             };
-            writeln!(out, "{} {level}{}", timestamp(SystemTime::now()), record.args())
+            STAMP.with_borrow_mut(|stamp| {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if stamp.0 != now || stamp.1.is_empty() {
+                    *stamp = (now, timestamp(SystemTime::now()));
+                }
+                writeln!(out, "{} {level}{}", stamp.1, record.args())
+            })
         })
         .init();
+}
+
+thread_local! {
+    /// The last second formatted, per thread: a busy watchdog logs many lines per second.
+    static STAMP: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
 
 /// `2026/11/22 13:04:05` in UTC.

@@ -519,3 +519,23 @@ fn a_script_without_interpreter_line_is_an_exec_format_error() {
     let r = wd.post("/", b"");
     assert_eq!((r.status, r.text()), (500, format!("fork/exec {script}: exec format error\n")));
 }
+
+#[test]
+fn functions_get_blocking_stdio() {
+    // The watchdog's own pipe ends are non-blocking; the function's must not be, or a plain
+    // `read` in the function fails with EAGAIN.
+    for combine in ["true", "false"] {
+        let wd = Watchdog::start(&[
+            ("fprocess", "grep -h ^flags: /proc/self/fdinfo/0 /proc/self/fdinfo/1 /proc/self/fdinfo/2"),
+            ("combine_output", combine),
+        ]);
+        let text = wd.post("/", b"").text();
+        let flags: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("flags:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .collect();
+        assert_eq!(flags.len(), 3, "{text}");
+        assert!(flags.iter().all(|f| f & libc::O_NONBLOCK as u32 == 0), "combine_output={combine}: {text}");
+    }
+}

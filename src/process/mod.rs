@@ -30,6 +30,9 @@ use tokio::net::unix::pipe;
 /// its stdout; then they are killed. (The reference watchdogs wait for them without limit.)
 pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
+/// See [`exited_while_output_open`].
+const EXIT_WATCH_DELAY: Duration = Duration::from_millis(20);
+
 /// Process groups of every function not yet reaped, for signals that reach them all (forwarded
 /// signals, the hard stop at exit). Removed under the lock before reaping, so a group id here is
 /// never stale.
@@ -163,7 +166,7 @@ impl Child {
             stderr: None,
         };
         // From here on `child` owns the process: an early return kills and reaps it.
-        child.stdin = Some(nonblocking(stdin_write).map_err(os_error)?);
+        child.stdin = Some(stdin_write);
         child.stdout = Some(receiver(stdout_read).map_err(os_error)?);
         child.stderr = stderr_read.map(receiver).transpose().map_err(os_error)?;
         Ok(child)
@@ -322,28 +325,20 @@ fn waitpid_blocking(pid: libc::pid_t) -> ExitStatus {
     }
 }
 
-/// A pipe whose ends are both close-on-exec (the child gets its end through dup2).
+/// A pipe whose ends are both close-on-exec (the child gets its end through dup2) and non-blocking
+/// (the child makes its end blocking again; see `spawn::Stdio`).
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds: [RawFd; 2] = [-1; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Our end of a fresh pipe: its status flags are known to be empty, so no F_GETFL first.
-fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl on a descriptor we own.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd_unchecked(nonblocking(fd)?)
+    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Writes `data` to a non-blocking stdin pipe and closes it. A function that exits or closes its
@@ -389,11 +384,20 @@ async fn collect(stdout: Option<pipe::Receiver>, child: &Child, output: &mut Vec
         tokio::pin!(read);
         tokio::select! {
             () = &mut read => {}
-            () = child.exited() => {
+            () = exited_while_output_open(child) => {
                 let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
             }
         }
     }
+    child.exited().await;
+}
+
+/// Most functions end their output by exiting, and then one `waitid` after the end of output
+/// confirms the exit. Watching the exit while output is still open (for descendants that keep
+/// stdout after the function exited) costs a reactor registration, so it starts only once the
+/// function has been running for a moment.
+async fn exited_while_output_open(child: &Child) {
+    tokio::time::sleep(EXIT_WATCH_DELAY).await;
     child.exited().await;
 }
 

@@ -27,7 +27,9 @@ pub struct Program {
     resolved: Mutex<Option<CString>>,
 }
 
-/// The child's standard streams: descriptors in the parent, `dup2`ed to 0, 1 and 2.
+/// The child's standard streams: descriptors in the parent, `dup2`ed to 0, 1 and 2 and made
+/// blocking there (the parent may create its pipes non-blocking: only its own ends need that, and
+/// the child's ends are separate open files).
 pub struct Stdio {
     pub stdin: RawFd,
     pub stdout: RawFd,
@@ -200,7 +202,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the parent's `ChildArgs`, alive and unchanged while the parent is suspended.
     unsafe {
         let args = &mut *arg.cast::<ChildArgs>();
-        let ok = libc::setpgid(0, 0) == 0 && args.stdio.iter().zip(0..).all(|(&from, to)| libc::dup2(from, to) == to);
+        // dup2 onto 0, 1 and 2, each made blocking (the parent's pipes are created non-blocking).
+        let stdio_ready =
+            |(&from, to): (&RawFd, c_int)| libc::dup2(from, to) == to && libc::fcntl(to, libc::F_SETFL, 0) == 0;
+        let ok = libc::setpgid(0, 0) == 0 && args.stdio.iter().zip(0..).all(stdio_ready);
         if ok {
             // Handlers would run the parent's code in this copy of its memory, and SIGPIPE is
             // ignored by Rust programs: everything back to the default, then no signal blocked.
