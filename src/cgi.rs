@@ -1,30 +1,39 @@
 //! Request → `Http_*` environment variables for the function, as the classic watchdog builds them.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
-
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, TRANSFER_ENCODING};
 use hyper::http::request::Parts;
+
+use crate::process::Env;
 
 /// Go's `CanonicalMIMEHeaderKey`: the first letter and every letter after `-` upper case, the rest
 /// lower case (`x-lower-case` → `X-Lower-Case`, `x_under` → `X_under`, `x.dot` → `X.dot`).
 pub fn canonical_name(name: &str) -> String {
+    let mut out = Vec::with_capacity(name.len());
+    push_canonical(&mut out, name, b'-');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends the canonical form of `name` (ASCII, as every header name is), writing `dash` for `-`.
+fn push_canonical(out: &mut Vec<u8>, name: &str, dash: u8) {
     let mut upper = true;
-    name.chars()
-        .map(|c| {
-            let out = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
-            upper = c == '-';
-            out
-        })
-        .collect()
+    out.extend(name.bytes().map(|b| {
+        let c = if upper { b.to_ascii_uppercase() } else { b.to_ascii_lowercase() };
+        upper = b == b'-';
+        if b == b'-' { dash } else { c }
+    }));
 }
 
 /// `Http_` followed by the canonical header name with `-` replaced by `_`.
+#[cfg(test)]
 pub fn env_name(header: &str) -> String {
-    let mut name = String::with_capacity(5 + header.len());
-    name.push_str("Http_");
-    name.extend(canonical_name(header).chars().map(|c| if c == '-' { '_' } else { c }));
-    name
+    let mut name = Vec::with_capacity(5 + header.len());
+    push_env_name(&mut name, header);
+    String::from_utf8_lossy(&name).into_owned()
+}
+
+fn push_env_name(out: &mut Vec<u8>, header: &str) {
+    out.extend_from_slice(b"Http_");
+    push_canonical(out, header, b'_');
 }
 
 /// The request's body length as Go reports it: -1 when chunked, 0 when absent.
@@ -42,38 +51,42 @@ pub fn is_chunked(headers: &HeaderMap) -> bool {
 }
 
 /// The variables added to the parent environment, in the order the classic watchdog appends them;
-/// a later entry overrides an earlier one with the same name.
-pub fn environment(parts: &Parts) -> Vec<(String, OsString)> {
+/// a later entry overrides an earlier one with the same name. Anything `execve` cannot carry (a NUL
+/// in a decoded path, say) is left out rather than failing the spawn.
+pub fn environment(parts: &Parts) -> Env {
     let headers = &parts.headers;
-    let mut env = Vec::with_capacity(headers.keys_len() + 8);
-    for name in headers.keys() {
-        if name == HOST || name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && is_chunked(headers)) {
+    let chunked = is_chunked(headers);
+    let mut env = Env::with_capacity(headers.keys_len() + 8, 512);
+    let mut name = Vec::with_capacity(64);
+    for header in headers.keys() {
+        if header == HOST || header == TRANSFER_ENCODING || (header == CONTENT_LENGTH && chunked) {
             continue; // Go moves these out of the header map.
         }
-        if let Some(value) = headers.get(name) {
-            env.push((env_name(name.as_str()), OsString::from_vec(value.as_bytes().to_vec())));
+        if let Some(value) = headers.get(header) {
+            name.clear();
+            push_env_name(&mut name, header.as_str());
+            env.push(&name, value.as_bytes());
         }
     }
-    let length = content_length(headers).to_string();
-    env.push(("Http_Method".into(), parts.method.as_str().into()));
-    env.push(("Http_ContentLength".into(), length.clone().into()));
-    env.push(("Http_Content_Length".into(), length.into()));
-    if is_chunked(headers) {
-        env.push(("Http_Transfer_Encoding".into(), "chunked".into()));
+    let length = if chunked { -1 } else { content_length(headers) }.to_string();
+    let length = length.as_bytes();
+    env.push(b"Http_Method", parts.method.as_str().as_bytes());
+    env.push(b"Http_ContentLength", length);
+    env.push(b"Http_Content_Length", length);
+    if chunked {
+        env.push(b"Http_Transfer_Encoding", b"chunked");
     }
     if let Some(query) = parts.uri.query().filter(|q| !q.is_empty()) {
-        env.push(("Http_Query".into(), query.into()));
+        env.push(b"Http_Query", query.as_bytes());
     }
     let path = percent_decode(parts.uri.path());
     if !path.is_empty() {
-        env.push(("Http_Path".into(), OsString::from_vec(path)));
+        env.push(b"Http_Path", &path);
     }
     let host = headers.get(HOST).map(|h| h.as_bytes()).or(parts.uri.authority().map(|a| a.as_str().as_bytes()));
     if let Some(host) = host.filter(|h| !h.is_empty()) {
-        env.push(("Http_Host".into(), OsString::from_vec(host.to_vec())));
+        env.push(b"Http_Host", host);
     }
-    // A NUL cannot be passed through execve, and would make the spawn fail for everyone's request.
-    env.retain(|(name, value)| !name.contains(['=', '\0']) && !value.as_encoded_bytes().contains(&0));
     env
 }
 
@@ -108,7 +121,7 @@ mod tests {
 
     fn env_of(req: Request<()>) -> Vec<(String, String)> {
         let (parts, ()) = req.into_parts();
-        environment(&parts).into_iter().map(|(k, v)| (k, v.into_string().unwrap())).collect()
+        environment(&parts).vars().into_iter().map(|(k, v)| (k, String::from_utf8(v).unwrap())).collect()
     }
 
     #[test]
@@ -231,18 +244,18 @@ pub(crate) mod proptests {
                 req = req.header(TRANSFER_ENCODING, "chunked");
             }
             let (parts, ()) = req.body(()).unwrap().into_parts();
-            let env = environment(&parts);
+            let env = environment(&parts).vars();
             for (name, value) in &env {
                 prop_assert!(name.starts_with("Http_") && !name.contains(['=', '\0']), "{name:?}");
-                prop_assert!(!value.as_encoded_bytes().contains(&0), "{name}={value:?}");
+                prop_assert!(!value.contains(&0), "{name}={value:?}");
             }
             for name in parts.headers.keys().filter(|n| *n != HOST && *n != TRANSFER_ENCODING && *n != CONTENT_LENGTH) {
                 let first = parts.headers.get(name).unwrap().as_bytes();
                 let var = env_name(name.as_str());
-                prop_assert!(env.iter().any(|(k, v)| *k == var && v.as_encoded_bytes() == first), "{var} missing");
+                prop_assert!(env.iter().any(|(k, v)| *k == var && v == first), "{var} missing");
             }
             let path = percent_decode(parts.uri.path());
-            let has_path = env.iter().any(|(k, v)| k == "Http_Path" && v.as_encoded_bytes() == path);
+            let has_path = env.iter().any(|(k, v)| k == "Http_Path" && *v == path);
             prop_assert_eq!(has_path, !path.contains(&0), "Http_Path only when it has no NUL");
         }
 

@@ -11,7 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Ctx, Interrupted, Mode, bad_body, content_type, empty, function_env, read_body, text, with_duration,
+    BoxFuture, Ctx, Interrupted, Mode, Seconds, bad_body, content_type, empty, function_env, read_body, text,
+    with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -110,14 +111,14 @@ impl Classic {
 
     fn success(&self, output: Vec<u8>, request_type: Option<&HeaderValue>, ctx: &Ctx) -> Response<Body> {
         let cfg = &*self.cfg;
-        let seconds = ctx.start.elapsed().as_secs_f64();
+        let seconds = Seconds(ctx.start.elapsed());
         let length = output.len();
         if cfg.write_debug {
             let _ = std::io::stdout().lock().write_all(&output);
         }
         let mut response = Response::new(Body::from(output));
         let headers = response.headers_mut();
-        headers.insert("x-duration-seconds", duration_header(seconds));
+        headers.insert("x-duration-seconds", seconds.header());
         if let Some(content_type) = content_type(cfg).or_else(|| request_type.cloned()) {
             headers.insert(CONTENT_TYPE, content_type);
         }
@@ -125,9 +126,9 @@ impl Classic {
             print_headers("[out]", headers);
         }
         if cfg.write_debug {
-            log::info!("Duration: {seconds:.6}s");
+            log::info!("Duration: {seconds}s");
         }
-        log::info!("Wrote {length} Bytes - Duration: {seconds:.6}s");
+        log::info!("Wrote {length} Bytes - Duration: {seconds}s");
         response
     }
 
@@ -151,10 +152,6 @@ impl Classic {
         let response = why.answer(&self.cfg).unwrap_or_else(|| text(StatusCode::REQUEST_TIMEOUT, "Killed process.\n"));
         with_duration(response, ctx)
     }
-}
-
-fn duration_header(seconds: f64) -> HeaderValue {
-    HeaderValue::from_str(&format!("{seconds:.6}")).unwrap_or_else(|_| HeaderValue::from_static("0.000000"))
 }
 
 /// `debug_headers`: `[in] Name=[value]`, one line per header, on stdout.

@@ -8,7 +8,6 @@ mod serializing;
 mod static_files;
 mod streaming;
 
-use std::ffi::OsString;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::{Config, Mode as ModeName, go_duration};
 use crate::function_logs::{self, LogStyle, Stream};
-use crate::process::Child;
+use crate::process::{Child, Env};
 use crate::shutdown::Cancel;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -243,16 +242,30 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// `X-Duration-Seconds` (`%f`: six decimals) since the request started.
 pub fn with_duration(mut response: Response<Body>, ctx: &Ctx) -> Response<Body> {
-    let seconds = format!("{:.6}", ctx.start.elapsed().as_secs_f64());
-    if let Ok(value) = HeaderValue::from_str(&seconds) {
-        response.headers_mut().insert("x-duration-seconds", value);
-    }
+    response.headers_mut().insert("x-duration-seconds", Seconds(ctx.start.elapsed()).header());
     response
 }
 
+/// Seconds as Go's `%f` prints them, with six decimals (`0.005888`), without float formatting.
+#[derive(Clone, Copy)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = (self.0.as_nanos() + 500) / 1000;
+        write!(f, "{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+    }
+}
+
+impl Seconds {
+    pub fn header(self) -> HeaderValue {
+        HeaderValue::from_str(&self.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0.000000"))
+    }
+}
+
 /// The function's environment additions: the `Http_*` variables unless `cgi_headers=false`.
-pub fn function_env(cfg: &Config, parts: &Parts) -> Vec<(String, OsString)> {
-    if cfg.cgi_headers { cgi::environment(parts) } else { Vec::new() }
+pub fn function_env(cfg: &Config, parts: &Parts) -> Env {
+    if cfg.cgi_headers { cgi::environment(parts) } else { Env::default() }
 }
 
 /// Sends the function's stderr, if piped, to the log as `prefix_logs` and `log_buffer_size` say.
@@ -298,5 +311,15 @@ mod tests {
         assert_eq!(human_size(1677), "1.677kB");
         assert_eq!(human_size(10_000_000), "10MB");
         assert_eq!(human_size(1_234_567), "1.235MB");
+    }
+
+    #[test]
+    fn seconds_have_six_decimals_like_go() {
+        use super::Seconds;
+        use std::time::Duration;
+        assert_eq!(Seconds(Duration::from_nanos(5_888_400)).to_string(), "0.005888");
+        assert_eq!(Seconds(Duration::from_nanos(5_888_500)).to_string(), "0.005889");
+        assert_eq!(Seconds(Duration::from_millis(61_500)).to_string(), "61.500000");
+        assert_eq!(Seconds(Duration::ZERO).to_string(), "0.000000");
     }
 }

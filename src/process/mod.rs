@@ -9,9 +9,8 @@
 
 mod spawn;
 
-pub use spawn::Program;
+pub use spawn::{Env, Program};
 
-use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -63,7 +62,7 @@ pub enum Stderr {
 pub struct Spec<'a> {
     pub program: &'a Program,
     /// Added to the watchdog's environment; later entries win.
-    pub env: &'a [(String, OsString)],
+    pub env: &'a Env,
     pub stderr: Stderr,
 }
 

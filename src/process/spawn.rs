@@ -11,7 +11,7 @@
 //! child (every signal instead of the few that have handlers).
 
 use std::cell::RefCell;
-use std::ffi::{CString, OsString, c_char, c_int, c_void};
+use std::ffi::{CString, c_char, c_int, c_void};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -108,14 +108,13 @@ impl Program {
 
     /// Starts the program in a new process group with `stdio`, the watchdog's environment plus
     /// `env` (later entries win). The descriptors in `stdio` stay open in the parent.
-    pub fn spawn(&self, env: &[(String, OsString)], stdio: &Stdio) -> Result<Spawned, Failure> {
+    pub fn spawn(&self, env: &Env, stdio: &Stdio) -> Result<Spawned, Failure> {
         if self.name.is_empty() {
             return Err(Failure::NotFound);
         }
         let path = self.path()?;
         let mut argv: Vec<*const c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let env = Environment::new(env);
         let envp = env.pointers();
         let reset = signals_with_handlers();
         let mut args = ChildArgs {
@@ -242,63 +241,100 @@ fn signals_with_handlers() -> &'static [c_int] {
     })
 }
 
-/// The watchdog's own environment as `NAME=value` C strings, read once.
-fn base_environment() -> &'static [CString] {
-    static BASE: OnceLock<Vec<CString>> = OnceLock::new();
+/// The watchdog's own environment as `NAME=value` C strings, read once, with its names sorted
+/// for lookups.
+struct Base {
+    entries: Vec<CString>,
+    /// (name, index into `entries`), sorted by name.
+    names: Vec<(Vec<u8>, usize)>,
+}
+
+fn base_environment() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        std::env::vars_os()
-            .filter_map(|(k, v)| {
-                let mut entry = k.into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(v.as_bytes());
-                CString::new(entry).ok()
-            })
-            .collect()
+        let mut base = Base { entries: Vec::new(), names: Vec::new() };
+        for (name, value) in std::env::vars_os() {
+            let mut entry = name.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            if let Ok(entry) = CString::new(entry) {
+                base.names.push((name.into_vec(), base.entries.len()));
+                base.entries.push(entry);
+            }
+        }
+        base.names.sort();
+        base
     })
 }
 
-/// One child's environment: the base entries not overridden, then the additions (last one of a
-/// name wins), packed in one buffer.
-struct Environment {
-    added: Vec<u8>,
-    /// Offsets of each added `NAME=value\0` in `added`.
-    starts: Vec<usize>,
+/// Environment variables a child gets on top of the watchdog's own, packed as `NAME=value\0`
+/// entries in one buffer. A later entry wins over an earlier one of the same name.
+#[derive(Default)]
+pub struct Env {
+    buf: Vec<u8>,
+    /// Where each entry starts in `buf`, and its name's length.
+    entries: Vec<(usize, usize)>,
 }
 
-impl Environment {
-    fn new(additions: &[(String, OsString)]) -> Environment {
-        let mut env = Environment { added: Vec::new(), starts: Vec::with_capacity(additions.len()) };
-        for (i, (name, value)) in additions.iter().enumerate() {
-            let overridden = additions[i + 1..].iter().any(|(later, _)| later == name);
-            let clean = !name.is_empty() && !name.contains(['=', '\0']) && !value.as_bytes().contains(&0);
-            if overridden || !clean {
-                continue;
-            }
-            env.starts.push(env.added.len());
-            env.added.extend_from_slice(name.as_bytes());
-            env.added.push(b'=');
-            env.added.extend_from_slice(value.as_bytes());
-            env.added.push(0);
+impl Env {
+    pub fn with_capacity(vars: usize, bytes: usize) -> Env {
+        Env { buf: Vec::with_capacity(bytes), entries: Vec::with_capacity(vars) }
+    }
+
+    /// Adds `name=value`. What `execve` cannot carry is skipped: an empty name, a name with `=` or
+    /// NUL, a value with NUL.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        if name.is_empty() || name.contains(&b'=') || name.contains(&0) || value.contains(&0) {
+            return;
         }
-        env
+        self.entries.push((self.buf.len(), name.len()));
+        self.buf.extend_from_slice(name);
+        self.buf.push(b'=');
+        self.buf.extend_from_slice(value);
+        self.buf.push(0);
     }
 
-    fn has(&self, name: &[u8]) -> bool {
-        self.starts.iter().any(|&s| self.added[s..].starts_with(name) && self.added.get(s + name.len()) == Some(&b'='))
+    fn name(&self, &(start, len): &(usize, usize)) -> &[u8] {
+        &self.buf[start..start + len]
     }
 
-    /// The `envp` array; valid while `self` lives.
+    /// The entries as (name, value), in order, for tests.
+    #[cfg(test)]
+    pub fn vars(&self) -> Vec<(String, Vec<u8>)> {
+        self.entries
+            .iter()
+            .map(|&(start, len)| {
+                let end = start + self.buf[start..].iter().position(|&b| b == 0).unwrap_or(0);
+                (
+                    String::from_utf8_lossy(&self.buf[start..start + len]).into_owned(),
+                    self.buf[start + len + 1..end].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// The `envp` array: the base entries not overridden, then the entries not overridden by a
+    /// later one. Valid while `self` lives.
     fn pointers(&self) -> Vec<*const c_char> {
         let base = base_environment();
-        let mut envp = Vec::with_capacity(base.len() + self.starts.len() + 1);
-        for entry in base {
-            let bytes = entry.as_bytes();
-            let name = &bytes[..bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len())];
-            if !self.has(name) {
+        let overridden: Vec<usize> = self
+            .entries
+            .iter()
+            .filter_map(|e| base.names.binary_search_by(|(n, _)| n.as_slice().cmp(self.name(e))).ok())
+            .map(|i| base.names[i].1)
+            .collect();
+        let mut envp = Vec::with_capacity(base.entries.len() + self.entries.len() + 1);
+        for (i, entry) in base.entries.iter().enumerate() {
+            if !overridden.contains(&i) {
                 envp.push(entry.as_ptr());
             }
         }
-        envp.extend(self.starts.iter().map(|&s| self.added[s..].as_ptr().cast::<c_char>()));
+        for (i, entry) in self.entries.iter().enumerate() {
+            let name = self.name(entry);
+            if !self.entries[i + 1..].iter().any(|later| self.name(later) == name) {
+                envp.push(self.buf[entry.0..].as_ptr().cast::<c_char>());
+            }
+        }
         envp.push(std::ptr::null());
         envp
     }
@@ -321,7 +357,7 @@ mod tests {
     use super::*;
     use std::ffi::CStr;
 
-    fn entries(env: &Environment) -> Vec<String> {
+    fn entries(env: &Env) -> Vec<String> {
         env.pointers()
             .into_iter()
             .take_while(|p| !p.is_null())
@@ -332,17 +368,19 @@ mod tests {
     #[test]
     fn later_additions_win_and_override_the_base() {
         let path = std::env::var("PATH").unwrap_or_default();
-        let env = Environment::new(&[
-            ("Http_A".into(), "1".into()),
-            ("Http_A".into(), "2".into()),
-            ("PATH".into(), "/x".into()),
-            ("bad=name".into(), "v".into()),
-        ]);
+        let mut env = Env::default();
+        env.push(b"Http_A", b"1");
+        env.push(b"Http_A", b"2");
+        env.push(b"PATH", b"/x");
+        env.push(b"bad=name", b"v");
+        env.push(b"nul", b"a\0b");
+        env.push(b"", b"empty");
         let all = entries(&env);
         assert!(all.contains(&"Http_A=2".to_string()) && !all.contains(&"Http_A=1".to_string()));
         assert_eq!(all.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
         assert!(all.contains(&"PATH=/x".to_string()) && (path.is_empty() || !all.contains(&format!("PATH={path}"))));
-        assert!(!all.iter().any(|e| e.starts_with("bad")));
+        assert!(!all.iter().any(|e| e.starts_with("bad") || e.starts_with("nul") || e.starts_with('=')));
+        assert_eq!(all.len(), base_environment().entries.len() + 1 + usize::from(path.is_empty()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, go_duration};
 use crate::function_logs::{self, LogStyle, Stream};
-use crate::process::{self, Child, Program, Spec, Stderr};
+use crate::process::{self, Child, Env, Program, Spec, Stderr};
 
 /// How long the function has between SIGTERM and SIGKILL when the watchdog stops. Fixed: the
 /// drain before it already took `healthcheck_interval` and up to `write_timeout`, and ten seconds
@@ -37,8 +37,9 @@ impl Supervisor {
     pub fn spawn(cfg: &Config) -> Result<Supervisor, String> {
         let (program, args) = cfg.argv.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
         log::info!("Forking: {program}, arguments: {args:?}");
-        let mut child = Child::spawn(&Spec { program: &Program::new(&cfg.argv), env: &[], stderr: Stderr::Piped })
-            .map_err(|e| format!("fprocess: cannot start {:?}: {e}", cfg.fprocess))?;
+        let mut child =
+            Child::spawn(&Spec { program: &Program::new(&cfg.argv), env: &Env::default(), stderr: Stderr::Piped })
+                .map_err(|e| format!("fprocess: cannot start {:?}: {e}", cfg.fprocess))?;
         let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
         for (pipe, stream) in [(child.stdout.take(), Stream::Stdout), (child.stderr.take(), Stream::Stderr)] {
             if let Some(pipe) = pipe {
