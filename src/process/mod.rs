@@ -402,8 +402,10 @@ async fn exited_while_output_open(child: &Child) {
 
 async fn read_all(pipe: &mut pipe::Receiver, out: &mut Vec<u8>) {
     loop {
-        if out.capacity() - out.len() < 4096 {
-            out.reserve(out.capacity().clamp(8192, 1 << 20));
+        // Most functions answer in a few hundred bytes: start small, then double (by at most
+        // 1 MiB a step) so that big outputs still take few reads.
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().clamp(512, 1 << 20));
         }
         match pipe.read_buf(out).await {
             Ok(0) | Err(_) => return,
