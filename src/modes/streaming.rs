@@ -197,7 +197,9 @@ async fn pump(
     tx: &mpsc::Sender<Event>,
     sent: &mut u64,
 ) -> Ending {
-    tokio::pin!(feed, interrupted);
+    // Created once: polling a fresh `exited()` would ask the kernel on every pass of the loop.
+    let exit = child.exited();
+    tokio::pin!(feed, interrupted, exit);
     let mut feeding = true;
     let mut exited = false;
     // A chunk read but not yet taken by the response: while it waits, no more is read, so a
@@ -229,7 +231,7 @@ async fn pump(
                     None => stdout = None,
                 }
             },
-            () = child.exited(), if !exited => exited = true,
+            () = &mut exit, if !exited => exited = true,
         }
     }
 }
