@@ -145,30 +145,57 @@ impl AccessLog {
         if self.quiet {
             return;
         }
-        let call_id = self.call_id.as_ref().map(|id| format!(" [{id}]")).unwrap_or_default();
+        let (open, call_id, close) = match &self.call_id {
+            Some(id) => (" [", id.as_str(), "]"),
+            None => ("", "", ""),
+        };
+        let tenths_of_ms = (elapsed.as_micros() + 50) / 100;
         log::info!(
-            "{} {} - {} - ContentLength: {} ({:.4}s){call_id}",
+            "{} {} - {} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
             self.method,
             self.uri,
             status.as_u16(),
             human_size(bytes),
-            elapsed.as_secs_f64()
+            tenths_of_ms / 10_000,
+            tenths_of_ms % 10_000
         );
     }
 }
 
 /// docker/go-units `HumanSize`: decimal units, 4 significant digits (`10B`, `1.677kB`, `10MB`).
+/// Integer arithmetic: this runs for every request, and float formatting is slow.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut size = bytes as f64;
-    let mut unit = 0;
-    while size >= 1000.0 && unit < UNITS.len() - 1 {
-        size /= 1000.0;
+    let (mut unit, mut scale) = (0, 1u64);
+    while bytes / scale >= 1000 && unit < UNITS.len() - 1 {
         unit += 1;
+        scale *= 1000;
     }
-    let digits = if size < 1.0 { 1 } else { size.log10().floor() as usize + 1 };
-    let text = format!("{:.*}", 4usize.saturating_sub(digits), size);
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    let whole = bytes / scale;
+    let digits = if whole >= 100 {
+        3
+    } else if whole >= 10 {
+        2
+    } else {
+        1
+    };
+    let decimals = 4 - digits;
+    // Round the fraction to `decimals` digits, carrying into the whole part.
+    let factor = 10u64.pow(decimals);
+    let mut fraction =
+        (u128::from(bytes % scale) * u128::from(factor) * 2 + u128::from(scale)) / (2 * u128::from(scale));
+    let mut whole = whole;
+    if fraction as u64 >= factor {
+        whole += 1;
+        fraction = 0;
+    }
+    let mut text = format!("{whole}.{fraction:0width$}", width = decimals as usize);
+    while text.ends_with('0') {
+        text.pop();
+    }
+    if text.ends_with('.') {
+        text.pop();
+    }
     format!("{text}{}", UNITS[unit])
 }
 
@@ -311,6 +338,10 @@ mod tests {
         assert_eq!(human_size(1677), "1.677kB");
         assert_eq!(human_size(10_000_000), "10MB");
         assert_eq!(human_size(1_234_567), "1.235MB");
+        assert_eq!(human_size(1_048_576), "1.049MB");
+        assert_eq!(human_size(999_999), "1000kB");
+        assert_eq!(human_size(13), "13B");
+        assert_eq!(human_size(10_000), "10kB");
     }
 
     #[test]

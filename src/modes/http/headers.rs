@@ -3,18 +3,34 @@
 //! request (`exec_timeout`, lowered by `X-Timeout`, and `write_timeout`).
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
+use hyper::header::{CONNECTION, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use hyper::http::uri::Authority;
 
 use crate::config::{self, Config, go_duration};
 
 /// Headers that describe one connection, not the message: never forwarded. (`Upgrade` comes back
 /// for WebSocket handshakes; `Expect` was already answered to the client by the server.)
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"];
+/// Names that are not among the standard headers are built once (lookups by `&str` hash them on
+/// every request).
+fn hop_by_hop() -> &'static [HeaderName; 8] {
+    static NAMES: OnceLock<[HeaderName; 8]> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        [
+            CONNECTION,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+            TE,
+            TRAILER,
+            TRANSFER_ENCODING,
+            UPGRADE,
+            EXPECT,
+        ]
+    })
+}
 
 /// `upstream_url`, split so that request paths can be joined to its path.
 pub struct Upstream {
@@ -60,12 +76,14 @@ impl fmt::Display for Upstream {
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
 /// value of `Upgrade` is kept and announced again with `Connection: upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    let named: Vec<HeaderName> =
-        tokens(headers, &CONNECTION).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> =
+            tokens(headers, &CONNECTION).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in hop_by_hop() {
         headers.remove(name);
     }
     if let Some(protocol) = upgrade {
