@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,7 +24,7 @@ use crate::conn::Conn;
 use crate::health::Health;
 use crate::limiter::{Limiter, Slot};
 use crate::metrics::{InFlight, Metrics};
-use crate::modes::{self, Ctx, Mode, empty, text};
+use crate::modes::{self, Ctx, Mode, empty, redirect, text};
 use crate::process;
 use crate::shutdown::{Cancel, Signals, Stop};
 
@@ -412,18 +412,6 @@ fn too_many(max: usize) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert("x-openfaas-internal", HeaderValue::from_static("faas-middleware"));
-    response
-}
-
-fn redirect(path: String, query: Option<&str>) -> Response<Body> {
-    let location = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(LOCATION, location);
-    }
     response
 }
 

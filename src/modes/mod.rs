@@ -88,6 +88,19 @@ pub fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     response
 }
 
+/// 301 to `location`, with the request's query kept.
+pub fn redirect(location: String, query: Option<&str>) -> Response<Body> {
+    let location = match query {
+        Some(q) => format!("{location}?{q}"),
+        None => location,
+    };
+    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(hyper::header::LOCATION, location);
+    }
+    response
+}
+
 /// A response with no body and no Content-Type.
 pub fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(Body::empty());

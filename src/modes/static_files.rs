@@ -19,11 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, IF_MODIFIED_SINCE, LAST_MODIFIED, LOCATION};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, IF_MODIFIED_SINCE, LAST_MODIFIED};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{BoxFuture, Ctx, Mode, empty, text};
+use super::{BoxFuture, Ctx, Mode, empty, redirect, text};
 use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::Config;
@@ -179,18 +179,6 @@ fn serve(found: Found, head: bool, since: Option<SystemTime>) -> Response<Body> 
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(found.content_type));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.extend(last_modified.map(|v| (LAST_MODIFIED, v)));
-    response
-}
-
-fn redirect(location: String, query: Option<&str>) -> Response<Body> {
-    let location = match query {
-        Some(q) => format!("{location}?{q}"),
-        None => location,
-    };
-    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(LOCATION, location);
-    }
     response
 }
 
