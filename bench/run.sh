@@ -57,11 +57,11 @@ say() { printf '%s\n' "$*" >&2; }
 
 # ---- build and tools -------------------------------------------------------------------------
 
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
 if ! command -v wrk >/dev/null; then
   say "installing wrk with apt-get"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
-  export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get install -y -qq wrk >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null; }
 fi
 if [ -z "$bin" ]; then
@@ -71,6 +71,10 @@ if [ -z "$bin" ]; then
   # The static musl binary is what function images ship (Dockerfile.example): its idle RSS, size
   # and start time get rows of their own when the musl target is installed.
   if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
+    if ! command -v musl-gcc >/dev/null; then
+      say "installing musl-tools with apt-get (the static build compiles mimalloc)"
+      $sudo apt-get install -y -qq musl-tools >/dev/null 2>&1 || true
+    fi
     say "building the static (musl) release binary"
     (cd "$root" && cargo build --release --quiet --target x86_64-unknown-linux-musl)
     shipped=$root/target/x86_64-unknown-linux-musl/release/fwatchdog

@@ -27,6 +27,11 @@ use std::time::Duration;
 
 use config::Config;
 
+/// musl's own allocator maps and unmaps memory on every request; see .cargo/config.toml.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHA: &str = match option_env!("FWATCHDOG_SHA") {
     Some(sha) => sha,

@@ -243,6 +243,8 @@ fn every_example_has_a_dockerfile_in_the_house_style() {
         for needle in [
             &format!("docker build -f examples/{name}/Dockerfile -t {name} ."),
             "FROM rust:1-bookworm AS watchdog",
+            "musl-tools",
+            "COPY .cargo ./.cargo",
             "COPY src ./src",
             "cargo build --release --locked --target x86_64-unknown-linux-musl",
             // The Go watchdog line, shown as the one line to switch from.
