@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
+
 use crate::words;
 
 /// How requests reach the function.
@@ -56,7 +58,8 @@ pub struct Config {
     pub marshal_request: bool,
     pub debug_headers: bool,
     pub suppress_lock: bool,
-    pub content_type: Option<String>,
+    /// Validated at start: the value is sent as a header on every response.
+    pub content_type: Option<HeaderValue>,
     /// 0 = unlimited.
     pub max_inflight: usize,
     pub lock_path: PathBuf,
@@ -143,7 +146,7 @@ impl Config {
         let write_timeout = env.parse("write_timeout", Some(Duration::from_secs(30)), timeout)?;
         let default_exec = if mode == Mode::Classic { None } else { Some(Duration::from_secs(30)) };
         let default_content_type = match mode {
-            Mode::Streaming | Mode::Serializing => Some("application/octet-stream".to_string()),
+            Mode::Streaming | Mode::Serializing => Some(HeaderValue::from_static("application/octet-stream")),
             _ => None,
         };
         let upstream_url = env.get("http_upstream_url").or_else(|| env.get("upstream_url"));
@@ -176,7 +179,9 @@ impl Config {
             marshal_request: env.parse("marshal_request", false, parse_bool)?,
             debug_headers: env.parse("debug_headers", false, parse_bool)?,
             suppress_lock: env.parse("suppress_lock", false, parse_bool)?,
-            content_type: env.get("content_type").or(default_content_type),
+            content_type: env.parse("content_type", default_content_type, |v| {
+                HeaderValue::from_str(v).map(Some).map_err(|_| "expected a value that can be sent as a header".into())
+            })?,
             max_inflight: env.parse("max_inflight", 0, |v| {
                 v.parse::<usize>().map_err(|_| "expected a whole number of requests (0 = unlimited)".into())
             })?,
@@ -400,7 +405,7 @@ mod tests {
     fn of_watchdog_modes_change_defaults() {
         let c = load(&[("fprocess", "cat"), ("mode", "streaming")]).unwrap();
         assert_eq!(c.exec_timeout, Some(Duration::from_secs(30)));
-        assert_eq!(c.content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(c.content_type, Some(HeaderValue::from_static("application/octet-stream")));
         assert!(load(&[("mode", "static")]).is_ok(), "static needs no fprocess");
     }
 
@@ -438,6 +443,7 @@ mod tests {
             r#"cgi_headers: expected true, false, 1 or 0, got "maybe""#
         );
         assert!(error(&[("fprocess", "cat"), ("max_inflight", "-1")]).starts_with("max_inflight: "));
+        assert!(error(&[("fprocess", "cat"), ("content_type", "text/plain\n")]).starts_with("content_type: "));
         assert!(error(&[("fprocess", "cat"), ("mode", "inproc")]).starts_with("mode: "));
         assert!(error(&[("fprocess", "sh -c 'x")]).starts_with("fprocess: unbalanced single quote"));
         assert!(error(&[]).starts_with("fprocess: "));

@@ -11,12 +11,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Ctx, Interrupted, Mode, Seconds, bad_body, content_type, empty, function_env, read_body, text,
+    BoxFuture, Ctx, Interrupted, Mode, Seconds, bad_body, empty, function_env, log_stderr, read_body, text,
     with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
-use crate::function_logs::{self, LogStyle, Stream};
 use crate::process::{self, Child, Program, Spec, Stderr};
 use crate::{cgi, marshal};
 
@@ -97,10 +96,7 @@ impl Classic {
         write_deadline: Option<Instant>,
         ctx: &Ctx,
     ) -> Result<Vec<u8>, Interrupted> {
-        if let Some(stderr) = child.stderr.take() {
-            let style = LogStyle { prefix: true, max_line: self.cfg.log_buffer_size };
-            tokio::spawn(function_logs::forward(stderr, Stream::Stderr, style));
-        }
+        log_stderr(child, &self.cfg);
         let mut output = Vec::new();
         tokio::select! {
             () = process::exchange(child, input, &mut output) => {}
@@ -119,7 +115,7 @@ impl Classic {
         let mut response = Response::new(Body::from(output));
         let headers = response.headers_mut();
         headers.insert("x-duration-seconds", seconds.header());
-        if let Some(content_type) = content_type(cfg).or_else(|| request_type.cloned()) {
+        if let Some(content_type) = cfg.content_type.as_ref().or(request_type).cloned() {
             headers.insert(CONTENT_TYPE, content_type);
         }
         if cfg.debug_headers {

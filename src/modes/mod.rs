@@ -316,11 +316,6 @@ pub fn log_stderr(child: &mut Child, cfg: &Config) {
     }
 }
 
-/// The Content-Type configured for function output (`content_type`), if it is a valid value.
-pub fn content_type(cfg: &Config) -> Option<HeaderValue> {
-    cfg.content_type.as_deref().and_then(|t| HeaderValue::from_str(t).ok())
-}
-
 /// 400 for a request body that could not be read; the connection is closed after it.
 pub fn bad_body(error: &BodyError) -> Response<Body> {
     let mut response = text(StatusCode::BAD_REQUEST, format!("{error}\n"));

@@ -11,8 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, content_type, function_env, log_stderr, read_body,
-    with_duration,
+    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, function_env, log_stderr, read_body, with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -90,8 +89,8 @@ impl Serializing {
         };
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
-        if let Some(content_type) = content_type(&self.cfg) {
-            response.headers_mut().insert(CONTENT_TYPE, content_type);
+        if let Some(content_type) = &self.cfg.content_type {
+            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
         }
         with_duration(response, ctx)
     }

@@ -28,8 +28,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::{
-    AccessLog, BodyError, BoxFuture, Ctx, Interrupted, Mode, bad_body, content_type, function_env, human_size,
-    log_stderr, text,
+    AccessLog, BodyError, BoxFuture, Ctx, Interrupted, Mode, bad_body, function_env, human_size, log_stderr, text,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -117,8 +116,8 @@ impl Streaming {
 /// 200 with the function's output.
 fn output(cfg: &Config, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
-    if let Some(content_type) = content_type(cfg) {
-        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    if let Some(content_type) = &cfg.content_type {
+        response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
     }
     response
 }

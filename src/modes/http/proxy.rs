@@ -157,7 +157,10 @@ impl Http {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
 
-        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+        // Requests that arrive while the function is still starting wait for it.
+        if !*self.ready.borrow() {
+            let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+        }
         self.client.request(request).await.map_err(|e| match failure.get() {
             Some(why) => Failure::Body(why.clone()),
             None => Failure::Upstream(e),
