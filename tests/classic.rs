@@ -377,7 +377,7 @@ fn exec_timeout_kills_the_whole_tree_and_answers_408_promptly() {
     assert!(server_side < 0.6, "408 sent {server_side}s after the request (limit 0.5s + 100ms)");
     assert!(elapsed < Duration::from_millis(1500), "client waited {elapsed:?}");
     wait_for(Duration::from_secs(2), "no survivors", || processes_with(&marker).is_empty().then_some(()));
-    assert!(wd.logs().contains(&format!("Killing process: {fprocess}")));
+    wd.wait_for_log(&format!("Killing process: {fprocess}"), Duration::from_secs(5));
 }
 
 #[test]

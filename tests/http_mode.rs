@@ -238,7 +238,7 @@ fn exec_timeout_and_x_timeout_answer_504() {
     assert_internal(&wd.get("/slow?ms=5000"), 504, "exec_timeout (1s)");
     let r = wd.request("GET", "/slow?ms=5000", &[("X-Timeout", "20s")], b"");
     assert_internal(&r, 504, "exec_timeout (1s)");
-    assert!(wd.logs().contains("Upstream HTTP killed due to exec_timeout (1s)"), "{}", wd.logs());
+    wd.wait_for_log("Upstream HTTP killed due to exec_timeout (1s)", Duration::from_secs(5));
     drop(wd);
 
     let function = Function::new();
@@ -478,7 +478,7 @@ fn the_lock_is_written_only_once_the_function_listens() {
     wait_for(Duration::from_secs(10), "healthy", || (wd.get("/_/health").status == 200).then_some(()));
     assert!(wd.lock_path().exists());
     assert_eq!(early.join().unwrap().expect("early request").status, 200);
-    assert!(wd.logs().contains("Function accepts connections after "), "{}", wd.logs());
+    wd.wait_for_log("Function accepts connections after ", Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------- the function's life

@@ -45,7 +45,7 @@ fn failures_are_500_with_the_error_then_the_output() {
     wd.wait_for_log("POST / - 500 - ContentLength: 24B (", Duration::from_secs(5));
     // stderr is forwarded by its own task, so it may land after the access line.
     wd.wait_for_log("stderr: to stderr", Duration::from_secs(5));
-    assert!(wd.logs().contains("Function failed: exit status 3"), "{}", wd.logs());
+    wd.wait_for_log("Function failed: exit status 3", Duration::from_secs(5));
 
     let wd = serializing("no-such-program-xyz", &[]);
     let r = wd.post("/", b"");

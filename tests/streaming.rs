@@ -235,7 +235,7 @@ fn failures_before_any_output_are_500_with_the_error() {
     assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
     wd.wait_for_log("POST / - 500 - ContentLength: 14B (", Duration::from_secs(5));
     wd.wait_for_log("stderr: to stderr", Duration::from_secs(5));
-    assert!(wd.logs().contains("Function failed: exit status 3"), "{}", wd.logs());
+    wd.wait_for_log("Function failed: exit status 3", Duration::from_secs(5));
 
     let wd = streaming("no-such-program-xyz", &[]);
     let r = wd.post("/", b"");
@@ -259,7 +259,7 @@ fn exec_timeout_before_any_output_is_500_and_kills_the_group() {
     assert_eq!((r.status, r.text().as_str()), (500, "signal: killed\n"));
     assert!(begin.elapsed() < Duration::from_secs(5), "answered at the deadline, not when the children end");
     no_survivors(&marker);
-    assert!(wd.logs().contains("Killing process: "), "{}", wd.logs());
+    wd.wait_for_log("Killing process: ", Duration::from_secs(5));
 }
 
 #[test]

@@ -175,6 +175,11 @@ impl Watchdog {
                 }
                 wd.try_get("/_/health").ok().filter(|r| r.status == 200)
             });
+            // Healthy means the start is logged, but the log reaches us through a pipe and a thread.
+            wait_for(Duration::from_secs(5), "the start to be logged", || {
+                let log = wd.logs();
+                (log.contains("Writing lock-file to: ") || log.contains("\"suppress_lock\" is enabled")).then_some(())
+            });
         }
         wd
     }
@@ -197,8 +202,14 @@ impl Watchdog {
         self.stdout.lock().unwrap().text.clone()
     }
 
+    /// Waits for `needle` in the log: it reaches us through a pipe and a thread, so even a line
+    /// written before the response may not be here yet when the response is.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
-        wait_for(limit, &format!("log line {needle:?}"), || self.logs().contains(needle).then_some(()));
+        let deadline = Instant::now() + limit;
+        while !self.logs().contains(needle) {
+            assert!(Instant::now() < deadline, "no log line {needle:?} within {limit:?}; log:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn lock_path(&self) -> PathBuf {
