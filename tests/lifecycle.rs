@@ -27,23 +27,24 @@ fn running_sleeps(wd: &Watchdog) -> usize {
 
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_0() {
-    let mut wd = Watchdog::start(&[("fprocess", SLEEPY), ("healthcheck_interval", "1"), ("write_timeout", "20")]);
-    let slow: Vec<_> = (0..3).map(|_| in_background(wd.port, "/2")).collect();
+    let mut wd = Watchdog::start(&[("fprocess", SLEEPY), ("healthcheck_interval", "2"), ("write_timeout", "20")]);
+    // They outlast the interval, so the drain finds them in flight.
+    let slow: Vec<_> = (0..3).map(|_| in_background(wd.port, "/4")).collect();
     wait_for(Duration::from_secs(5), "3 functions running", || (running_sleeps(&wd) == 3).then_some(()));
 
     let signalled = Instant::now();
     wd.signal(libc::SIGTERM);
-    wait_for(Duration::from_secs(1), "health 503", || (wd.get("/_/health").status == 503).then_some(()));
+    wait_for(Duration::from_secs(2), "health 503", || (wd.get("/_/health").status == 503).then_some(()));
     assert!(!wd.lock_path().exists(), "lock file removed with the signal");
     let ready = wd.get("/_/ready");
     assert_eq!(ready.status, 503);
     // Still serving during healthcheck_interval.
     let during = wd.post("/0", b"");
     assert_eq!((during.status, during.text().as_str()), (200, "done\n"));
-    assert!(signalled.elapsed() < Duration::from_secs(1), "checked within the interval");
+    assert!(signalled.elapsed() < Duration::from_secs(2), "checked within the interval");
 
     wait_for(Duration::from_secs(5), "new connections refused", || (!accepts(wd.port)).then_some(()));
-    assert!(signalled.elapsed() >= Duration::from_millis(900), "listener closed only after the interval");
+    assert!(signalled.elapsed() >= Duration::from_millis(1900), "listener closed only after the interval");
     for request in slow {
         let r = request.join().unwrap().expect("in-flight request answered");
         assert_eq!((r.status, r.text().as_str()), (200, "done\n"));
@@ -51,7 +52,7 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     let status = wd.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", wd.logs());
     let log = wd.logs();
-    assert!(log.contains("SIGTERM: no new connections in 1s"), "{log}");
+    assert!(log.contains("SIGTERM: no new connections in 2s"), "{log}");
     assert!(log.contains("No new connections allowed, draining: 3 requests"), "{log}");
     assert!(log.contains("Exiting."), "{log}");
     assert!(!wd.lock_path().exists());
@@ -122,16 +123,17 @@ fn idle_keep_alive_connections_do_not_delay_the_exit() {
 
 #[test]
 fn other_signals_reach_the_running_functions() {
-    let fprocess = "sh -c 'trap \"echo got-usr1; exit 0\" USR1; while :; do sleep 1 & wait; done'";
-    let wd = Watchdog::start(&[("fprocess", fprocess)]);
+    let tmp = TempDir::new();
+    let trapped = tmp.path().join("trapped");
+    let fprocess = format!(
+        "sh -c 'trap \"echo got-usr1; exit 0\" USR1; touch {}; while :; do sleep 1 & wait; done'",
+        trapped.display()
+    );
+    let wd = Watchdog::start(&[("fprocess", &fprocess)]);
     let request = in_background(wd.port, "/");
-    wait_for(Duration::from_secs(5), "function running", || (!wd.descendants().is_empty()).then_some(()));
-    // sh may not have installed its trap yet: repeat the signal until the request completes.
-    wait_for(Duration::from_secs(10), "the function to handle SIGUSR1", || {
-        wd.signal(libc::SIGUSR1);
-        thread::sleep(Duration::from_millis(100));
-        request.is_finished().then_some(())
-    });
+    // Before its trap is set, SIGUSR1 would kill sh: signal only once the function says it is.
+    wait_for(Duration::from_secs(10), "the function to set its trap", || trapped.exists().then_some(()));
+    wd.signal(libc::SIGUSR1);
     let r = request.join().unwrap().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "got-usr1\n"));
     assert_eq!(wd.get("/_/health").status, 200, "SIGUSR1 does not stop the watchdog");

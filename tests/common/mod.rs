@@ -7,7 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,9 +58,24 @@ impl Drop for TempDir {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that is free and that nothing else will be handed: it comes from below Linux's
+/// ephemeral range (32768 and up), where port 0 binds and the source ports of outgoing connections
+/// land, so neither another test's listener nor a client's connection can take it before whoever
+/// we pick it for binds it. The counter keeps the tests of one process apart, the pid those of
+/// different processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    const FIRST: u32 = 12_000;
+    const COUNT: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free port left in {FIRST}..{}", FIRST + COUNT);
+        let port = (FIRST + base.wrapping_add(n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
