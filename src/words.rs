@@ -47,14 +47,15 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
                     }
                 }
             }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some('\n') => {}
-                    Some(c) => word.push(c),
-                    None => return Err("trailing backslash".into()),
+            // A backslash-newline joins lines: it is removed and starts no word.
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
                 }
-            }
+                None => return Err("trailing backslash".into()),
+            },
             c => {
                 in_word = true;
                 word.push(c);
@@ -95,6 +96,8 @@ mod tests {
         assert_eq!(ok(r"a\ b"), ["a b"]);
         assert_eq!(ok(r#""a\"b\\c\n""#), [r#"a"b\c\n"#]);
         assert_eq!(ok(r"'a\b'"), [r"a\b"]);
+        assert_eq!(ok("cat \\\n -n"), ["cat", "-n"], "a continued line, as in a Dockerfile ENV");
+        assert_eq!(ok("a\\\nb"), ["ab"]);
     }
 
     #[test]
