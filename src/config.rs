@@ -70,7 +70,7 @@ pub struct Config {
     /// Longest function log line before it is split; `None` = unbounded.
     pub log_buffer_size: Option<usize>,
     pub log_callid: bool,
-    pub ready_path: Option<String>,
+    pub ready_path: Option<hyper::Uri>,
     /// http mode: how long the function may take to accept connections; `None` = no limit.
     pub start_timeout: Option<Duration>,
 }
@@ -193,7 +193,7 @@ impl Config {
             prefix_logs: env.parse("prefix_logs", true, parse_bool)?,
             log_buffer_size: env.parse("log_buffer_size", Some(65536), parse_log_buffer_size)?,
             log_callid: env.parse("log_callid", false, parse_bool)? || env.parse("log_call_id", false, parse_bool)?,
-            ready_path: env.get("ready_path"),
+            ready_path: env.parse("ready_path", None, parse_ready_path)?,
             start_timeout: env.parse("start_timeout", Some(Duration::from_secs(60)), timeout)?,
         })
     }
@@ -225,6 +225,15 @@ fn check_upstream_url(url: &str) -> Result<(), String> {
         return Err("a query cannot be joined with the request's; remove it".into());
     }
     Ok(())
+}
+
+/// The path (and query) that `/_/ready` sends to the function.
+fn parse_ready_path(value: &str) -> Result<Option<hyper::Uri>, String> {
+    const EXPECTED: &str = "expected a path like /ready";
+    if !value.starts_with('/') {
+        return Err(EXPECTED.into());
+    }
+    value.parse().map(Some).map_err(|_| EXPECTED.into())
 }
 
 /// `$TMPDIR/.lock`, the file whose presence means "healthy".
@@ -445,6 +454,14 @@ mod tests {
         assert!(error(&[("fprocess", "cat"), ("max_inflight", "-1")]).starts_with("max_inflight: "));
         assert!(error(&[("fprocess", "cat"), ("content_type", "text/plain\n")]).starts_with("content_type: "));
         assert!(error(&[("fprocess", "cat"), ("mode", "inproc")]).starts_with("mode: "));
+        for bad in ["healthz", "/a b"] {
+            assert_eq!(
+                error(&[("fprocess", "cat"), ("ready_path", bad)]),
+                format!("ready_path: expected a path like /ready, got {bad:?}")
+            );
+        }
+        let c = load(&[("fprocess", "cat"), ("ready_path", "/ready?deep=1")]).unwrap();
+        assert_eq!(c.ready_path.map(|u| u.to_string()).as_deref(), Some("/ready?deep=1"));
         assert!(error(&[("fprocess", "sh -c 'x")]).starts_with("fprocess: unbalanced single quote"));
         assert!(error(&[]).starts_with("fprocess: "));
         assert!(error(&[("fprocess", "cat"), ("jwt_auth", "true")]).starts_with("jwt_auth: "));

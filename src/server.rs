@@ -301,10 +301,7 @@ impl App {
         }
         let Some(path) = &self.cfg.ready_path else { return empty(StatusCode::OK) };
         let (mut parts, _) = req.into_parts();
-        parts.uri = match path.parse() {
-            Ok(uri) => uri,
-            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "ready_path is not a valid path\n"),
-        };
+        parts.uri = path.clone();
         let probe = Request::from_parts(parts, RequestBody::Empty);
         Arc::clone(&self.mode).call(probe, self.ctx(Instant::now())).await
     }
