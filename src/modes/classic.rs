@@ -11,8 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Ctx, Interrupted, Mode, Seconds, bad_body, empty, function_env, log_stderr, read_body, text,
-    with_duration,
+    BoxFuture, Ctx, Interrupted, Mode, Seconds, bad_body, empty, error_and_output, function_env, log_stderr, read_body,
+    text, with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -79,8 +79,7 @@ impl Classic {
                 }
             }
             Err(why) => {
-                child.kill_group();
-                child.wait().await;
+                child.kill().await;
                 self.interrupted(why, &ctx)
             }
         }
@@ -136,11 +135,7 @@ impl Classic {
         } else {
             log::info!("Function failed: {error}");
         }
-        let mut body = Vec::with_capacity(error.len() + 1 + output.len());
-        body.extend_from_slice(error.as_bytes());
-        body.push(b'\n');
-        body.extend_from_slice(&output);
-        with_duration(text(StatusCode::INTERNAL_SERVER_ERROR, body), ctx)
+        with_duration(text(StatusCode::INTERNAL_SERVER_ERROR, error_and_output(error, output)), ctx)
     }
 
     fn interrupted(&self, why: Interrupted, ctx: &Ctx) -> Response<Body> {

@@ -316,6 +316,15 @@ pub fn log_stderr(child: &mut Child, cfg: &Config) {
     }
 }
 
+/// The body of a failed function's 500: `<error>\n<output>`.
+pub fn error_and_output(error: &str, output: Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(error.len() + 1 + output.len());
+    body.extend_from_slice(error.as_bytes());
+    body.push(b'\n');
+    body.extend_from_slice(&output);
+    body
+}
+
 /// 400 for a request body that could not be read; the connection is closed after it.
 pub fn bad_body(error: &BodyError) -> Response<Body> {
     let mut response = text(StatusCode::BAD_REQUEST, format!("{error}\n"));

@@ -11,7 +11,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, function_env, log_stderr, read_body, with_duration,
+    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, error_and_output, function_env, log_stderr, read_body,
+    with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -60,8 +61,7 @@ impl Serializing {
         };
         if let Some(why) = interrupted {
             why.log(cfg);
-            child.kill_group();
-            child.wait().await;
+            child.kill().await;
             if let Some(response) = why.answer(cfg) {
                 return with_duration(response, ctx);
             }
@@ -80,11 +80,7 @@ impl Serializing {
             Ok(()) => (StatusCode::OK, output),
             Err(error) => {
                 log::info!("Function failed: {error}");
-                let mut body = Vec::with_capacity(error.len() + 1 + output.len());
-                body.extend_from_slice(error.as_bytes());
-                body.push(b'\n');
-                body.extend_from_slice(&output);
-                (StatusCode::INTERNAL_SERVER_ERROR, body)
+                (StatusCode::INTERNAL_SERVER_ERROR, error_and_output(&error, output))
             }
         };
         let mut response = Response::new(Body::from(body));

@@ -155,8 +155,7 @@ impl Pump {
             Ending::ClientGone => log::info!("Killing process: {} - the client went away", cfg.fprocess),
         }
         // Whatever is left of the group goes with the leader: nothing outlives the response.
-        child.kill_group();
-        let status = child.wait().await;
+        let status = child.kill().await;
         self.finish(ending, status).await;
     }
 

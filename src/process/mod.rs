@@ -243,6 +243,12 @@ impl Child {
         self.exited().await;
         self.reap()
     }
+
+    /// Kills the whole group now and reaps the leader once it is gone.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.kill_group();
+        self.wait().await
+    }
 }
 
 impl Drop for Child {
@@ -356,8 +362,7 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
     if written == data.len() {
         return;
     }
-    let Ok(sender) = pipe::Sender::from_owned_fd_unchecked(stdin) else { return };
-    let mut sender = sender;
+    let Ok(mut sender) = pipe::Sender::from_owned_fd_unchecked(stdin) else { return };
     let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &data[written..]).await;
 }
 
