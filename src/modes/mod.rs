@@ -308,11 +308,17 @@ pub fn function_env(cfg: &Config, parts: &Parts) -> Env {
     if cfg.cgi_headers { cgi::environment(parts) } else { Env::default() }
 }
 
-/// Sends the function's stderr, if piped, to the log as `prefix_logs` and `log_buffer_size` say.
+/// Sends the function's stderr, if piped, to the log.
 pub fn log_stderr(child: &mut Child, cfg: &Config) {
-    if let Some(stderr) = child.stderr.take() {
+    log_output(child.stderr.take(), Stream::Stderr, cfg);
+}
+
+/// Sends one of the function's output streams, if piped, to the log as `prefix_logs` and
+/// `log_buffer_size` say.
+pub fn log_output(pipe: Option<tokio::net::unix::pipe::Receiver>, stream: Stream, cfg: &Config) {
+    if let Some(pipe) = pipe {
         let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
-        tokio::spawn(function_logs::forward(stderr, Stream::Stderr, style));
+        tokio::spawn(function_logs::forward(pipe, stream, style));
     }
 }
 
@@ -326,7 +332,7 @@ pub fn error_and_output(error: &str, output: Vec<u8>) -> Vec<u8> {
 }
 
 /// 400 for a request body that could not be read; the connection is closed after it.
-pub fn bad_body(error: &BodyError) -> Response<Body> {
+pub fn bad_body(error: &dyn std::fmt::Display) -> Response<Body> {
     let mut response = text(StatusCode::BAD_REQUEST, format!("{error}\n"));
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response

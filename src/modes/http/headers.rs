@@ -76,12 +76,16 @@ impl fmt::Display for Upstream {
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
 /// value of `Upgrade` is kept and announced again with `Connection: upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> =
-            tokens(headers, &CONNECTION).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // `Connection: keep-alive` or `close`, the common case, names nothing left to remove (and an
+    // empty Vec does not allocate).
+    let named: Vec<HeaderName> = tokens(headers, &CONNECTION)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close") && !hop_by_hop().iter().any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in hop_by_hop() {
         headers.remove(name);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{self, connect::HttpConnector};
@@ -27,7 +27,7 @@ use tokio::time::Sleep;
 use super::Http;
 use super::headers::{Limit, remove_hop_by_hop, websocket_upgrade};
 use crate::body::{Body, RequestBody};
-use crate::modes::{AccessLog, BodyError, Ctx, read_body, sleep_until, text, with_duration};
+use crate::modes::{AccessLog, BodyError, Ctx, bad_body, read_body, text, with_duration};
 use crate::shutdown::Cancel;
 
 pub type Client = legacy::Client<HttpConnector, Body>;
@@ -75,8 +75,8 @@ impl Http {
         if parts.method == Method::CONNECT {
             return answer(log, &ctx, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not passed to the function\n");
         }
-        let limit = Limit::of(&self.cfg, &parts.headers);
-        let deadline = ctx.deadline(limit.map(|l| l.after));
+        let limit =
+            Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(ctx.start + l.after), l));
         let uri = match self.upstream.uri_for(&parts.uri) {
             Ok(uri) => uri,
             Err(e) => return answer(log, &ctx, StatusCode::BAD_REQUEST, format!("invalid request target: {e}\n")),
@@ -88,9 +88,9 @@ impl Http {
 
         let result = tokio::select! {
             result = self.exchange(outgoing, body, &ctx) => result,
-            () = sleep_until(deadline) => {
-                log::info!("Upstream HTTP killed due to {}", describe(limit));
-                let message = format!("The function did not answer within {}\n", describe(limit));
+            limit = expired(limit) => {
+                log::info!("Upstream HTTP killed due to {limit}");
+                let message = format!("The function did not answer within {limit}\n");
                 return answer(log, &ctx, StatusCode::GATEWAY_TIMEOUT, message);
             }
             () = ctx.cancel.cancelled() => {
@@ -100,11 +100,7 @@ impl Http {
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(Failure::Body(why)) => {
-                let mut response = answer(log, &ctx, StatusCode::BAD_REQUEST, format!("{why}\n"));
-                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                return response;
-            }
+            Err(Failure::Body(why)) => return internal(log, &ctx, bad_body(&why)),
             Err(Failure::Upstream(e)) => return bad_gateway(log, &ctx, &one_line(&e)),
         };
 
@@ -124,10 +120,10 @@ impl Http {
         let body = match tunnel {
             Some((client, upstream)) => {
                 log.write(status, 0, ctx.start.elapsed());
-                tokio::spawn(tunnel_between(client, upstream, deadline, ctx.cancel.clone(), limit));
+                tokio::spawn(tunnel_between(client, upstream, limit, ctx.cancel.clone()));
                 Body::empty()
             }
-            None => Body::stream(Relay::new(body, deadline.zip(limit), &ctx, log, status)),
+            None => Body::stream(Relay::new(body, limit, &ctx, log, status)),
         };
         with_duration(Response::from_parts(head, body), &ctx)
     }
@@ -171,7 +167,12 @@ impl Http {
 /// A response the watchdog makes itself: one line, `X-Duration-Seconds`, and
 /// `X-OpenFaaS-Internal: of-watchdog` so that callers can tell it from the function's own.
 fn answer(log: AccessLog, ctx: &Ctx, status: StatusCode, message: impl Into<Body>) -> Response<Body> {
-    let mut response = with_duration(text(status, message), ctx);
+    internal(log, ctx, text(status, message))
+}
+
+/// Marks and logs a response that the watchdog made itself (see [`answer`]).
+fn internal(log: AccessLog, ctx: &Ctx, response: Response<Body>) -> Response<Body> {
+    let mut response = with_duration(response, ctx);
     response.headers_mut().insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
     log.response(&response, ctx.start);
     response
@@ -182,8 +183,15 @@ fn bad_gateway(log: AccessLog, ctx: &Ctx, why: &str) -> Response<Body> {
     answer(log, ctx, StatusCode::BAD_GATEWAY, format!("Upstream HTTP request error: {why}\n"))
 }
 
-fn describe(limit: Option<Limit>) -> String {
-    limit.map_or_else(|| "no limit".to_string(), |l| l.to_string())
+/// Resolves with the request's limit when its deadline passes; without a limit, never.
+async fn expired(limit: Option<(tokio::time::Instant, Limit)>) -> Limit {
+    match limit {
+        Some((deadline, limit)) => {
+            tokio::time::sleep_until(deadline).await;
+            limit
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// An error and its causes on one line: `client error (Connect): tcp connect error: Connection refused`.
@@ -323,9 +331,8 @@ impl Drop for Relay {
 async fn tunnel_between(
     client: OnUpgrade,
     upstream: OnUpgrade,
-    deadline: Option<tokio::time::Instant>,
+    limit: Option<(tokio::time::Instant, Limit)>,
     cancel: Cancel,
-    limit: Option<Limit>,
 ) {
     let copy = async {
         let (client, upstream) = tokio::try_join!(client, upstream).map_err(|e| e.to_string())?;
@@ -338,7 +345,7 @@ async fn tunnel_between(
                 log::debug!("WebSocket tunnel: {e}");
             }
         }
-        () = sleep_until(deadline) => log::info!("WebSocket closed: {} passed", describe(limit)),
+        limit = expired(limit) => log::info!("WebSocket closed: {limit} passed"),
         () = cancel.cancelled() => log::info!("WebSocket closed: the watchdog is shutting down"),
     }
 }

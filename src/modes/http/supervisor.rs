@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, go_duration};
-use crate::function_logs::{self, LogStyle, Stream};
+use crate::function_logs::Stream;
+use crate::modes::log_output;
 use crate::process::{self, Child, Env, Program, Spec, Stderr};
 
 /// How long the function has between SIGTERM and SIGKILL when the watchdog stops. Fixed: the
@@ -40,12 +41,8 @@ impl Supervisor {
         let mut child =
             Child::spawn(&Spec { program: &Program::new(&cfg.argv), env: &Env::default(), stderr: Stderr::Piped })
                 .map_err(|e| format!("fprocess: cannot start {:?}: {e}", cfg.fprocess))?;
-        let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
-        for (pipe, stream) in [(child.stdout.take(), Stream::Stdout), (child.stderr.take(), Stream::Stderr)] {
-            if let Some(pipe) = pipe {
-                tokio::spawn(function_logs::forward(pipe, stream, style));
-            }
-        }
+        log_output(child.stdout.take(), Stream::Stdout, cfg);
+        log_output(child.stderr.take(), Stream::Stderr, cfg);
         let (exit_tx, exit) = watch::channel(None);
         let (stop_tx, stop) = oneshot::channel();
         tokio::spawn(supervise(child, stop, exit_tx));
