@@ -12,21 +12,18 @@ pub fn encode(headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
         .filter(|name| *name != HOST && *name != TRANSFER_ENCODING)
         .map(|name| (canonical_name(name.as_str()), name.as_str()))
         .collect();
+    // hyper's names are lower case, so no two of them canonicalise to one key.
     names.sort();
-    // Two wire names can canonicalise to one key (rare): Go merges their values under that key.
-    names.dedup_by(|a, b| a.0 == b.0);
 
     let mut out = Vec::with_capacity(64 + body.len() * 4 / 3 + names.len() * 32);
     out.extend_from_slice(b"{\"header\":{");
-    for (i, (canonical, _)) in names.iter().enumerate() {
+    for (i, (canonical, wire)) in names.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_string(&mut out, canonical.as_bytes());
         out.extend_from_slice(b":[");
-        let values =
-            headers.keys().filter(|k| canonical_name(k.as_str()) == *canonical).flat_map(|k| headers.get_all(k).iter());
-        for (j, value) in values.enumerate() {
+        for (j, value) in headers.get_all(*wire).iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
