@@ -563,6 +563,7 @@ mod proptests {
         "log_callid",
         "log_call_id",
         "ready_path",
+        "start_timeout",
         "TMPDIR",
     ];
 
@@ -595,7 +596,7 @@ mod proptests {
                 Ok(config) => {
                     prop_assert!(config.mode == Mode::Static || !config.argv.is_empty());
                     // Every accepted timeout can become a deadline (an overflow panics per request).
-                    let timeouts = [config.read_timeout, config.write_timeout, config.exec_timeout];
+                    let timeouts = [config.read_timeout, config.write_timeout, config.exec_timeout, config.start_timeout];
                     for limit in timeouts.into_iter().flatten().chain([config.healthcheck_interval]) {
                         prop_assert!(std::time::Instant::now().checked_add(limit).is_some(), "{limit:?}");
                     }
