@@ -37,14 +37,14 @@ fn push_env_name(out: &mut Vec<u8>, header: &str) {
 }
 
 /// The request's body length as Go reports it: -1 when chunked, 0 when absent.
-pub fn content_length(headers: &HeaderMap) -> i64 {
-    if is_chunked(headers) {
+fn content_length(headers: &HeaderMap, chunked: bool) -> i64 {
+    if chunked {
         return -1;
     }
     headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-pub fn is_chunked(headers: &HeaderMap) -> bool {
+fn is_chunked(headers: &HeaderMap) -> bool {
     headers.get_all(TRANSFER_ENCODING).iter().any(|v| {
         v.to_str().is_ok_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")))
     })
@@ -68,7 +68,7 @@ pub fn environment(parts: &Parts) -> Env {
             env.push(&name, value.as_bytes());
         }
     }
-    let length = if chunked { -1 } else { content_length(headers) }.to_string();
+    let length = content_length(headers, chunked).to_string();
     let length = length.as_bytes();
     env.push(b"Http_Method", parts.method.as_str().as_bytes());
     env.push(b"Http_ContentLength", length);
