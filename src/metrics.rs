@@ -55,12 +55,12 @@ impl Metrics {
         let method = method_label(method);
         let seconds = elapsed.as_secs_f64();
         let mut all = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = match all.iter().position(|s| s.code == code && s.method == method) {
-            Some(i) => i,
-            None => {
-                all.push(Series { code, method, buckets: [0; BUCKETS.len()], count: 0, sum: 0.0 });
-                all.sort_by(|a, b| (a.code, a.method).cmp(&(b.code, b.method)));
-                all.iter().position(|s| s.code == code && s.method == method).unwrap_or(0)
+        // Kept sorted by labels, the order of the exposition.
+        let index = match all.binary_search_by(|s| (s.code, s.method).cmp(&(code, method))) {
+            Ok(i) => i,
+            Err(i) => {
+                all.insert(i, Series { code, method, buckets: [0; BUCKETS.len()], count: 0, sum: 0.0 });
+                i
             }
         };
         let series = &mut all[index];
