@@ -1,13 +1,18 @@
 //! The watchdog's own log: `YYYY/MM/DD HH:MM:SS message` on stderr, the format of Go's `log`
-//! package that the reference watchdogs use (UTC here). `RUST_LOG` sets the level (default info).
+//! package that the reference watchdogs use (UTC here). `RUST_LOG` sets the level (default info;
+//! `config` reads it).
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn init() {
-    env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Info)
-        .parse_env(env_logger::Env::new().filter("RUST_LOG"))
+/// `filter`: `RUST_LOG`'s value (`info` when unset).
+pub fn init(filter: Option<String>) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info);
+    if let Some(filter) = filter {
+        builder.parse_filters(&filter);
+    }
+    builder
         .format(|out, record| {
             let level = match record.level() {
                 log::Level::Error | log::Level::Warn | log::Level::Info => "",

@@ -59,10 +59,19 @@ fn main() -> ExitCode {
 
     open_standard_streams();
     init::split_if_pid1();
-    logging::init();
+    logging::init(config::log_filter());
     log::info!("Version: {VERSION}\tSHA: {SHA}");
     let cfg = match Config::from_env() {
-        Ok(cfg) => cfg,
+        Ok(loaded) => {
+            if !loaded.unused.is_empty() {
+                log::warn!(
+                    "Warning: mode={} does not use {}; ignoring them",
+                    loaded.config.mode.name(),
+                    loaded.unused.join(", ")
+                );
+            }
+            loaded.config
+        }
         Err(e) => {
             log::error!("{e}");
             return ExitCode::from(2);
@@ -85,7 +94,7 @@ fn main() -> ExitCode {
 /// `--run-healthcheck`: exit 0 iff the lock file exists. Needs no other configuration, so it works
 /// as a Docker `HEALTHCHECK` in images without a shell.
 fn healthcheck() -> ExitCode {
-    if health::lock_exists(&config::lock_path(std::env::var("TMPDIR").ok())) {
+    if health::lock_exists(&config::lock_path_from_env()) {
         ExitCode::SUCCESS
     } else {
         eprintln!("unable to find lock file.");
@@ -93,14 +102,22 @@ fn healthcheck() -> ExitCode {
     }
 }
 
+/// `--help`: every variable with its default in the mode `mode` names (classic if unset).
 fn usage() -> String {
-    let mut text = String::from(
+    let mode = std::env::var("mode").ok().and_then(|m| config::Mode::ALL.into_iter().find(|mode| mode.name() == m));
+    let mode = mode.unwrap_or_default();
+    let mut text = format!(
         "Usage: fwatchdog [--version | --run-healthcheck | --help]\n\n\
          Runs fprocess for every HTTP request: the body on its STDIN, its STDOUT as the response.\n\
-         Configured by environment variables:\n\n",
+         Configured by environment variables; defaults for mode={} (\"-\": not used in this mode):\n\n",
+        mode.name()
     );
-    for (name, default, meaning) in config::VARIABLES {
-        text.push_str(&format!("  {name:<22} {default:<22} {meaning}\n"));
+    for var in config::vars::VARS {
+        let default = var.default_text(mode);
+        text.push_str(&format!("  {:<22} {default:<22} {}\n", var.name, var.help));
+        for alias in var.aliases {
+            text.push_str(&format!("  {alias:<22} {default:<22} alias of {}; wins when both are set\n", var.name));
+        }
     }
     text
 }

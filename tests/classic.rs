@@ -69,23 +69,15 @@ fn version_help_and_unknown_flags() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for name in [
-        "fprocess",
-        "read_timeout",
-        "write_timeout",
-        "healthcheck_interval",
-        "exec_timeout",
-        "port",
-        "write_debug",
-        "cgi_headers",
-        "combine_output",
-        "marshal_request",
-        "debug_headers",
-        "suppress_lock",
-        "content_type",
-        "max_inflight",
-        "metrics_port",
-    ] {
+    // Every variable of the docs' table (generated from the same table as --help), aliases too.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let names: Vec<&str> = doc
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .flat_map(|line| line.split('|').nth(1).unwrap_or("").split('`').skip(1).step_by(2))
+        .collect();
+    assert!(names.len() > 25 && names.contains(&"fprocess") && names.contains(&"function_process"), "{names:?}");
+    for name in names {
         assert!(help.contains(&format!("  {name} ")), "--help lists {name}:\n{help}");
     }
     let (code, _) = run_once(&[], &["--bogus"]);

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use hyper::Uri;
 use hyper::header::{CONNECTION, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use hyper::http::uri::Authority;
 
-use crate::config::{self, Config, go_duration};
+use crate::config::{self, Config, UpstreamUrl, go_duration};
 
 /// Headers that describe one connection, not the message: never forwarded. (`Upgrade` comes back
 /// for WebSocket handshakes; `Expect` was already answered to the client by the server.)
@@ -32,45 +31,16 @@ fn hop_by_hop() -> &'static [HeaderName; 8] {
     })
 }
 
-/// `upstream_url`, split so that request paths can be joined to its path.
-pub struct Upstream {
-    authority: Authority,
-    /// The URL's path without its trailing `/` (`""` for none).
-    base: String,
-}
-
-impl Upstream {
-    pub fn parse(url: &str) -> Result<Upstream, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("upstream_url: {e}, got {url:?}"))?;
-        let authority = uri.authority().cloned().ok_or_else(|| format!("upstream_url: no host in {url:?}"))?;
-        Ok(Upstream { authority, base: uri.path().trim_end_matches('/').to_string() })
-    }
-
-    pub fn host(&self) -> &str {
-        self.authority.host()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.authority.port_u16().unwrap_or(80)
-    }
-
-    /// The upstream URL for a request: `http://h:5000/base/` and `/a?q=1` give
-    /// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`).
-    pub fn uri_for(&self, request: &Uri) -> Result<Uri, hyper::http::Error> {
-        let path = request.path_and_query().map_or("/", |pq| pq.as_str());
-        let slash = if path.starts_with('/') { "" } else { "/" };
-        Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{slash}{path}", self.base))
-            .build()
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.base)
-    }
+/// The upstream URL for a request: `http://h:5000/base/` and `/a?q=1` give
+/// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`).
+pub fn uri_for(upstream: &UpstreamUrl, request: &Uri) -> Result<Uri, hyper::http::Error> {
+    let path = request.path_and_query().map_or("/", |pq| pq.as_str());
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority.clone())
+        .path_and_query(format!("{}{slash}{path}", upstream.base))
+        .build()
 }
 
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
@@ -158,7 +128,7 @@ mod tests {
     use super::*;
 
     fn join(base: &str, request: &str) -> String {
-        Upstream::parse(base).unwrap().uri_for(&request.parse().unwrap()).unwrap().to_string()
+        uri_for(&UpstreamUrl::parse(base).unwrap(), &request.parse().unwrap()).unwrap().to_string()
     }
 
     #[test]
@@ -169,8 +139,9 @@ mod tests {
         assert_eq!(join("http://h:5000/base/", "/a?q=1"), "http://h:5000/base/a?q=1");
         assert_eq!(join("http://h:5000/base/", "/"), "http://h:5000/base/");
         assert_eq!(join("http://h/base", "http://client.example/x?y"), "http://h/base/x?y");
-        assert_eq!(Upstream::parse("http://[::1]:5000/b/").unwrap().to_string(), "http://[::1]:5000/b");
-        assert_eq!(Upstream::parse("http://h").unwrap().port(), 80);
+        assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().to_string(), "http://[::1]:5000/b");
+        assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().host(), "::1");
+        assert_eq!(UpstreamUrl::parse("http://h").unwrap().port(), 80);
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -226,7 +197,7 @@ mod tests {
         let cfg = |exec: Option<u64>, write: Option<u64>| Config {
             exec_timeout: exec.map(Duration::from_secs),
             write_timeout: write.map(Duration::from_secs),
-            ..Config::from_lookup(|k| (k == "fprocess").then(|| "cat".to_string())).unwrap()
+            ..Config::default()
         };
         let limit = |after: Duration, by| Some(Limit { after, by });
         let s = Duration::from_secs;

@@ -14,14 +14,13 @@ use tokio::sync::watch;
 
 use super::{BoxFuture, Ctx, Mode};
 use crate::body::{Body, RequestBody};
-use crate::config::{Config, go_duration};
+use crate::config::{Config, UpstreamUrl, go_duration};
 use crate::process;
-use headers::Upstream;
 use supervisor::Supervisor;
 
 pub struct Http {
     cfg: Arc<Config>,
-    upstream: Upstream,
+    upstream: UpstreamUrl,
     client: proxy::Client,
     child: Supervisor,
     /// Set once the function accepts connections; requests that arrive earlier wait for it.
@@ -31,8 +30,7 @@ pub struct Http {
 impl Http {
     /// Starts the function; [`Mode::started`] then waits until it listens.
     pub fn start(cfg: &Arc<Config>) -> Result<Http, String> {
-        let url = cfg.upstream_url.as_deref().unwrap_or_default();
-        let upstream = Upstream::parse(url)?;
+        let upstream = cfg.upstream_url.clone().ok_or("upstream_url: mode=http needs it")?;
         let child = Supervisor::spawn(cfg)?;
         Ok(Http { cfg: Arc::clone(cfg), upstream, client: proxy::client(), child, ready: watch::Sender::new(false) })
     }

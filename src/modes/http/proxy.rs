@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Sleep;
 
 use super::Http;
-use super::headers::{Limit, remove_hop_by_hop, websocket_upgrade};
+use super::headers::{Limit, remove_hop_by_hop, uri_for, websocket_upgrade};
 use crate::body::{Body, RequestBody};
 use crate::modes::{AccessLog, BodyError, Ctx, bad_body, read_body, text, with_duration};
 use crate::shutdown::Cancel;
@@ -77,7 +77,7 @@ impl Http {
         }
         let limit =
             Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(ctx.start + l.after), l));
-        let uri = match self.upstream.uri_for(&parts.uri) {
+        let uri = match uri_for(&self.upstream, &parts.uri) {
             Ok(uri) => uri,
             Err(e) => return answer(log, &ctx, StatusCode::BAD_REQUEST, format!("invalid request target: {e}\n")),
         };

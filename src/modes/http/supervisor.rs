@@ -112,11 +112,10 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 /// Waits until `host:port` accepts TCP connections.
 pub async fn wait_listening(host: String, port: u16) {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect((host, port)));
+        let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect((host.as_str(), port)));
         if let Ok(Ok(_)) = attempt.await {
             log::info!("Function accepts connections after {:.3}s", start.elapsed().as_secs_f64());
             return;
