@@ -706,7 +706,7 @@ fn in_flight(wd: &Watchdog) -> f64 {
 #[test]
 fn a_websocket_tunnel_holds_its_slot_and_is_part_of_the_drain() {
     let function = Function::new();
-    let env = [("max_inflight", "1"), ("write_timeout", "0"), ("exec_timeout", "0"), ("healthcheck_interval", "1s")];
+    let env = [("max_inflight", "1"), ("write_timeout", "0"), ("exec_timeout", "0"), ("healthcheck_interval", "2s")];
     let mut options = function.options("", &env);
     options.metrics = true;
     let mut wd = function.start_with(options);
@@ -724,7 +724,7 @@ fn a_websocket_tunnel_holds_its_slot_and_is_part_of_the_drain() {
 
     let mut tunnel = websocket(&wd);
     wd.signal(libc::SIGTERM);
-    wd.wait_for_log("SIGTERM: no new connections in 1s", Duration::from_secs(5));
+    wd.wait_for_log("SIGTERM: no new connections in 2s", Duration::from_secs(5));
     tunnel.get_mut().write_all(&frame(1, b"still there")).unwrap();
     assert_eq!(read_frame(&mut tunnel).expect("echo during the drain").1, b"echo: still there");
     let mut rest = Vec::new();

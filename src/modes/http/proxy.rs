@@ -126,16 +126,18 @@ impl Http {
         remove_hop_by_hop(&mut headers, upgrade);
         let outgoing = Outgoing { method: parts.method, uri, headers, framed };
 
-        // Declared before the exchange: whichever way this ends, the link is dropped after it.
-        let mut link = Link::default();
+        let link = Link::default();
         let result = tokio::select! {
-            result = self.exchange(outgoing, body, &ctx, &mut link) => result,
+            result = self.exchange(outgoing, body, &ctx, &link) => result,
             limit = expired(limit) => {
+                // While the request still holds its connection (see `Link::end`).
+                link.end();
                 log::info!("Upstream HTTP killed due to {limit}");
                 let message = format!("The function did not answer within {limit}\n");
                 return answer(log, &ctx, StatusCode::GATEWAY_TIMEOUT, message);
             }
             () = ctx.cancel.cancelled() => {
+                link.end();
                 let message = "The watchdog is shutting down; the request was stopped.\n";
                 return answer(log, &ctx, StatusCode::SERVICE_UNAVAILABLE, message);
             }
@@ -165,8 +167,6 @@ impl Http {
         let body = match tunnel {
             Some((client, upstream)) => {
                 log.write(status, 0, ctx.start.elapsed());
-                // The connection now belongs to the tunnel.
-                link.answered = true;
                 let cancel = ctx.cancel.clone();
                 tokio::spawn(tunnel_between(client, upstream, limit, cancel, ctx.admission.clone()));
                 Body::empty()
@@ -182,7 +182,7 @@ impl Http {
         mut out: Outgoing,
         body: RequestBody,
         ctx: &Ctx,
-        link: &mut Link,
+        link: &Link,
     ) -> Result<Response<Incoming>, Failure> {
         let failure = Arc::new(OnceLock::new());
         // A body held in memory (or none) can be sent again.
@@ -213,9 +213,10 @@ impl Http {
         let mut retries = 0;
         loop {
             let mut request = out.request(body, again.is_some());
-            link.capture = Some(capture_connection(&mut request));
+            link.went_out(capture_connection(&mut request));
             let error = match self.client.request(request).await {
                 Ok(response) => {
+                    link.responded.store(true, Ordering::Release);
                     if let Some(handle) = response.extensions().get::<Handle>() {
                         handle.mark_served();
                     }
@@ -305,32 +306,49 @@ fn closed_before_answer(error: &legacy::Error) -> bool {
 }
 
 /// The connection a request went out on, and how far its exchange got. Everything the request
-/// owns ends with it: dropped before the exchange completed (its body taken whole by hyper and
-/// its answer read to the end), it shuts the connection down. hyper-util's pooled connection task
-/// owns the upload and would keep writing it (blocked, to a function that does not read it) with
-/// the client's connection waiting behind it; the shutdown fails that task, which drops both.
+/// owns ends with it ([`Link::end`], at the latest when dropped). hyper-util's pooled connection
+/// task owns the upload and would keep writing it (blocked, to a function that does not read it)
+/// with the client's connection waiting behind it; shutting the connection down fails that task,
+/// which drops both.
 #[derive(Default)]
 struct Link {
-    capture: Option<CaptureConnection>,
+    capture: std::sync::Mutex<Option<CaptureConnection>>,
     /// hyper has taken the whole request body.
     sent: Arc<AtomicBool>,
-    /// The answer was read to its end, or the connection became a tunnel.
-    answered: bool,
+    /// The answer's head came.
+    responded: AtomicBool,
+    ended: AtomicBool,
 }
 
 impl Link {
+    /// The request (this attempt of it) went out; the connection is known once hyper-util has one.
+    fn went_out(&self, capture: CaptureConnection) {
+        *self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
+    }
+
     fn handle(&self) -> Option<Handle> {
-        Handle::of(self.capture.as_ref()?)
+        Handle::of(self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()?)
+    }
+
+    /// Shuts the connection down unless the exchange went far enough for hyper to end it cleanly:
+    /// the answer's head came and hyper has the whole body (an answer dropped halfway makes hyper
+    /// close the connection itself). Until then the connection is busy with this request, so it
+    /// cannot have been handed to another one; the same holds before the answer while the request
+    /// is still waiting for it, which is why a request that gives up calls this before it lets go.
+    fn end(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let done = self.responded.load(Ordering::Acquire) && self.sent.load(Ordering::Acquire);
+        if !done && let Some(handle) = self.handle() {
+            handle.abort();
+        }
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if !(self.answered && self.sent.load(Ordering::Acquire))
-            && let Some(handle) = self.handle()
-        {
-            handle.abort();
-        }
+        self.end();
     }
 }
 
@@ -429,6 +447,7 @@ struct Relay {
     status: StatusCode,
     start: Instant,
     bytes: u64,
+    /// Ended when the answer is done: an upload still going then is stopped.
     link: Link,
 }
 
@@ -487,10 +506,7 @@ impl HttpBody for Relay {
                 log::info!("Upstream HTTP response error after {} bytes: {error}", this.bytes);
                 this.cut(StatusCode::BAD_GATEWAY, error)
             }
-            None => {
-                this.link.answered = true;
-                Poll::Ready(None)
-            }
+            None => Poll::Ready(None),
         }
     }
 
@@ -505,6 +521,7 @@ impl HttpBody for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        self.link.end();
         self.log.write(self.status, self.bytes, self.start.elapsed());
     }
 }
