@@ -1,11 +1,14 @@
-//! The body types that cross the HTTP front: what a mode receives and what it answers with.
+//! The body types that cross the HTTP front: what a mode receives and what it answers with, and
+//! [`Cut`], how a streamed answer that fails after its head went out says what it would have been.
 
+use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::StatusCode;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 /// A response body: bytes known up front (no allocation beyond the bytes), or a stream.
@@ -76,6 +79,35 @@ impl HttpBody for Body {
         }
     }
 }
+
+/// The error a streamed response body fails with when the answer goes wrong after its head was
+/// sent: hyper then ends the connection without the end of the body (no last chunk, or fewer bytes
+/// than the Content-Length), so that no client takes a cut answer for a complete one. It carries
+/// the status the answer would have had, for the metrics.
+#[derive(Debug)]
+pub struct Cut {
+    pub status: StatusCode,
+    reason: String,
+}
+
+impl Cut {
+    pub fn error(status: StatusCode, reason: impl Into<String>) -> io::Error {
+        io::Error::other(Cut { status, reason: reason.into() })
+    }
+
+    /// The status carried by a body's error, if it is a [`Cut`].
+    pub fn status_of(error: &io::Error) -> Option<StatusCode> {
+        error.get_ref()?.downcast_ref::<Cut>().map(|cut| cut.status)
+    }
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "response cut ({}): {}", self.status.as_u16(), self.reason)
+    }
+}
+
+impl std::error::Error for Cut {}
 
 /// A request body: from the wire, or none (for requests the watchdog makes up, such as the
 /// function call behind `/_/ready`).

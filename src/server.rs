@@ -10,21 +10,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use crate::body::{Body, RequestBody};
+use crate::body::{Body, Cut, RequestBody};
 use crate::config::{Config, go_duration};
-use crate::conn::Conn;
+use crate::conn::{Conn, ResetOnClose};
 use crate::health::Health;
-use crate::limiter::{Limiter, Slot};
-use crate::metrics::{InFlight, Metrics};
-use crate::modes::{self, Ctx, Mode, empty, redirect, text};
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::modes::{self, Admission, Ctx, Mode, empty, redirect, text};
 use crate::process;
 use crate::shutdown::{Cancel, Signals, Stop};
 
@@ -42,6 +42,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// Set when in-flight requests must give up (drain deadline, second signal).
     cancel: Cancel,
+    /// Open connections and admitted requests: the drain waits for both.
+    connections: Arc<Connections>,
     http: http1::Builder,
 }
 
@@ -77,7 +79,7 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
         tokio::spawn(serve_metrics(listener, Arc::clone(&app.metrics)));
     }
     // Serve from now on (`/_/health` says 503), but write the lock only once the mode has started.
-    let connections = Connections::new();
+    let connections = Arc::clone(&app.connections);
     let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app), Arc::clone(&connections)));
     let started = tokio::select! {
         started = app.mode.started() => started,
@@ -227,10 +229,12 @@ fn is_per_connection(e: &io::Error) -> bool {
 fn serve_connection(stream: TcpStream, app: &Arc<App>, connections: &Arc<Connections>) {
     let _ = stream.set_nodelay(true);
     let io = Conn::new(stream, app.cfg.write_timeout);
+    let reset = io.reset_on_close();
     let handler = Arc::clone(app);
     let service = service_fn(move |req| {
         let app = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(app.route(req).await) }
+        let reset = reset.clone();
+        async move { Ok::<_, Infallible>(app.route(req, reset).await) }
     });
     let conn = app.http.serve_connection(io, service).with_upgrades();
     let guard = connections.open();
@@ -262,21 +266,28 @@ impl App {
             limiter: Limiter::new(cfg.max_inflight),
             metrics: Arc::new(Metrics::default()),
             cancel: Cancel::default(),
+            connections: Connections::new(),
             http,
             mode,
             cfg,
         }
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match req.uri().path() {
+    /// `reset`: the connection's, for answers that can only end by closing it.
+    async fn route(self: Arc<Self>, req: Request<Incoming>, reset: ResetOnClose) -> Response<Body> {
+        let version = req.version();
+        let mut response = match req.uri().path() {
             "/_/health" => self.health(req.method()),
             "/_/ready" => self.ready(req).await,
             path => match clean_path(path) {
                 Some(clean) if req.method() != Method::CONNECT => redirect(clean, req.uri().query()),
                 _ => self.function(req).await,
             },
+        };
+        if version == Version::HTTP_10 {
+            frame_for_http_1_0(&mut response, reset);
         }
+        response
     }
 
     /// `/_/health`: 200 `OK` while accepting (and the lock file exists, unless suppressed).
@@ -303,23 +314,75 @@ impl App {
         let (mut parts, _) = req.into_parts();
         parts.uri = path.clone();
         let probe = Request::from_parts(parts, RequestBody::Empty);
-        Arc::clone(&self.mode).call(probe, self.ctx(Instant::now())).await
+        Arc::clone(&self.mode).call(probe, self.ctx(Instant::now(), Admission::default())).await
     }
 
     /// A request for the function: limiter, metrics, then the mode.
     async fn function(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let tally = Tally { metrics: Arc::clone(&self.metrics), method: req.method().clone(), start };
-        let in_flight = self.metrics.in_flight();
+        let (in_flight, open) = (self.metrics.in_flight(), self.connections.open());
         let Some(slot) = self.limiter.try_acquire() else {
-            return tally.finish(too_many(self.limiter.max()), (in_flight, None));
+            return tally.finish(too_many(self.limiter.max()), Admission::new((in_flight, open)));
         };
-        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), self.ctx(start)).await;
-        tally.finish(response, (in_flight, Some(slot)))
+        let admission = Admission::new((in_flight, open, slot));
+        let ctx = self.ctx(start, admission.clone());
+        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), ctx).await;
+        tally.finish(response, admission)
     }
 
-    fn ctx(&self, start: Instant) -> Ctx {
-        Ctx { start, cancel: self.cancel.clone() }
+    fn ctx(&self, start: Instant, admission: Admission) -> Ctx {
+        Ctx { start, cancel: self.cancel.clone(), admission }
+    }
+}
+
+/// An answer to HTTP/1.0 without a length can only end by closing the connection. It must say
+/// `Connection: close` (hyper says `keep-alive` when the request asked for it), and if it fails
+/// halfway the connection is reset, or the client would take what came for the whole answer.
+fn frame_for_http_1_0(response: &mut Response<Body>, reset: ResetOnClose) {
+    use hyper::body::Body as _;
+    if response.body().size_hint().exact().is_some() {
+        return;
+    }
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    // An HTTP/1.1 head would get `keep-alive` appended by hyper.
+    *response.version_mut() = Version::HTTP_10;
+    if let Body::Stream(body) = std::mem::replace(response.body_mut(), Body::empty()) {
+        *response.body_mut() = Body::stream(ResetOnError { body, reset });
+    }
+}
+
+/// A body whose failure resets the connection it is sent on.
+struct ResetOnError<B> {
+    body: B,
+    reset: ResetOnClose,
+}
+
+impl<B> hyper::body::Body for ResetOnError<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = io::Error> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &poll {
+            this.reset.set();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -331,18 +394,19 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts a buffered response now; a streamed one when its body ends. `held` (the in-flight
-    /// gauge and the limiter slot) is released at the same moment.
-    fn finish(self, response: Response<Body>, held: (InFlight, Option<Slot>)) -> Response<Body> {
+    /// Counts a buffered response now; a streamed one when its body ends, with the status carried
+    /// by its [`Cut`] if it failed. The server's share of the admission is released at the same
+    /// moment (the mode may still hold its own).
+    fn finish(self, response: Response<Body>, admission: Admission) -> Response<Body> {
         let code = response.status().as_u16();
         let (parts, body) = response.into_parts();
         let body = match body {
             Body::Full(bytes) => {
                 self.observe(code);
-                drop(held);
+                drop(admission);
                 Body::Full(bytes)
             }
-            Body::Stream(stream) => Body::stream(OnEnd { body: stream, end: Some((self, code, held)) }),
+            Body::Stream(stream) => Body::stream(OnEnd { body: stream, end: Some((self, code, admission)) }),
         };
         Response::from_parts(parts, body)
     }
@@ -352,24 +416,25 @@ impl Tally {
     }
 }
 
-/// A streamed body that reports to the metrics when it ends or is dropped.
+/// A streamed body that reports to the metrics when it ends, fails or is dropped.
 struct OnEnd<B> {
     body: B,
-    end: Option<(Tally, u16, (InFlight, Option<Slot>))>,
+    end: Option<(Tally, u16, Admission)>,
 }
 
 impl<B> OnEnd<B> {
-    fn end(&mut self) {
-        if let Some((tally, code, held)) = self.end.take() {
-            tally.observe(code);
-            drop(held);
+    /// `cut`: the status of an answer that failed after its head went out.
+    fn end(&mut self, cut: Option<StatusCode>) {
+        if let Some((tally, code, admission)) = self.end.take() {
+            tally.observe(cut.map_or(code, |status| status.as_u16()));
+            drop(admission);
         }
     }
 }
 
 impl<B> Drop for OnEnd<B> {
     fn drop(&mut self) {
-        self.end();
+        self.end(None);
     }
 }
 
@@ -386,8 +451,10 @@ where
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, io::Error>>> {
         let this = self.get_mut();
         let poll = std::pin::Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(poll, std::task::Poll::Ready(None | Some(Err(_)))) {
-            this.end();
+        match &poll {
+            std::task::Poll::Ready(None) => this.end(None),
+            std::task::Poll::Ready(Some(Err(e))) => this.end(Cut::status_of(e)),
+            _ => {}
         }
         poll
     }
@@ -439,14 +506,15 @@ pub fn clean_path(path: &str) -> Option<String> {
     (clean != path).then_some(clean)
 }
 
-/// Open connections, so the drain knows when it is done.
+/// Open connections, and admitted requests (which may outlive theirs: a function being reaped, a
+/// WebSocket tunnel), so the drain knows when it is done.
 struct Connections {
     count: AtomicUsize,
     idle: Notify,
     closing: Cancel,
 }
 
-/// One open connection; dropping it closes the books on it.
+/// One open connection or admitted request; dropping it closes the books on it.
 struct ConnectionGuard(Arc<Connections>);
 
 impl Connections {

@@ -23,6 +23,8 @@ struct Profile {
 }
 
 const CLASSIC: Profile = Profile { mode: "classic", stalled_body: 400, buffers_body: true };
+const STREAMING: Profile = Profile { mode: "streaming", stalled_body: 400, buffers_body: false };
+const SERIALIZING: Profile = Profile { mode: "serializing", stalled_body: 400, buffers_body: true };
 
 impl Profile {
     fn options(&self, env: &[(&str, &str)]) -> Options {
@@ -386,6 +388,97 @@ fn fd_exhaustion(p: &Profile) {
 #[test]
 fn classic_fd_exhaustion() {
     fd_exhaustion(&CLASSIC);
+}
+
+/// `CONNECT` asks for a tunnel that no fork mode can open: 405, and the function never starts.
+fn connect_is_refused(p: &Profile) {
+    let tmp = TempDir::new();
+    let ran = tmp.path().join("ran");
+    let fprocess = format!("sh -c 'touch {}; echo tunnel'", ran.display());
+    let wd = p.start(&[("fprocess", &fprocess)]);
+    let r = send(wd.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").expect("an answer");
+    assert_eq!(r.status, 405, "{:?} {}", r.headers, r.text());
+    assert!(!ran.exists(), "the function ran for CONNECT");
+    assert_eq!(wd.post("/", b"").status, 200, "the next request is served");
+}
+
+#[test]
+fn classic_connect_is_refused() {
+    connect_is_refused(&CLASSIC);
+}
+
+#[test]
+fn streaming_connect_is_refused() {
+    connect_is_refused(&STREAMING);
+}
+
+#[test]
+fn serializing_connect_is_refused() {
+    connect_is_refused(&SERIALIZING);
+}
+
+/// How much the watchdog holds per stalled stream, with 300 of them: clients that never read an
+/// endless response (`output`), or functions that never read an endless upload (`!output`).
+/// Returns KiB per stream, once the RSS has not grown for a second.
+fn stalled_streams(p: &Profile, output: bool) -> u64 {
+    const STREAMS: u64 = 300;
+    let fprocess = if output { "cat /dev/zero" } else { "sleep 60" };
+    let wd = p.start(&[("fprocess", fprocess), ("write_timeout", "60s"), ("exec_timeout", "60s")]);
+    let pid = wd.pid();
+    let idle = idle_usage(pid, wd.port);
+    let head: &[u8] = if output {
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    } else {
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n"
+    };
+    let mut conns: Vec<TcpStream> = (0..STREAMS)
+        .map(|_| {
+            let mut conn = wd.connect();
+            conn.write_all(head).unwrap();
+            conn.set_nonblocking(true).unwrap();
+            conn
+        })
+        .collect();
+    wait_for(Duration::from_secs(30), "every function started", || {
+        (wd.descendants().len() as u64 >= STREAMS).then_some(())
+    });
+    // Uploads are pushed until nothing more is taken; then, as for responses, the watchdog's RSS
+    // must not have grown for a second.
+    let block = vec![b'u'; 64 * 1024];
+    let mut last = (usage(pid).rss_kib, Instant::now());
+    let settled = wait_for(Duration::from_secs(60), "the RSS to settle", || {
+        if !output {
+            for conn in &mut conns {
+                while conn.write(&block).is_ok_and(|n| n > 0) {}
+            }
+        }
+        let now = usage(pid).rss_kib;
+        if now > last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() > Duration::from_secs(1)).then_some(now)
+    });
+    let each = settled.saturating_sub(idle.rss_kib) / STREAMS;
+    let what = if output { "clients that never read" } else { "functions that never read their upload" };
+    eprintln!(
+        "stalled streams[{}]: {STREAMS} {what}: RSS {} KiB idle, {settled} KiB stalled: {each} KiB each",
+        p.mode, idle.rss_kib
+    );
+    each
+}
+
+#[test]
+fn streaming_stalled_responses_hold_bounded_memory() {
+    // One 64 KiB chunk waits in hyper's buffer, plus the request's own state.
+    let each = stalled_streams(&STREAMING, true);
+    assert!(each <= 160, "{each} KiB per stalled response");
+}
+
+#[test]
+fn streaming_stalled_uploads_hold_bounded_memory() {
+    // hyper's 64 KiB read buffer, a chunk on its way and the one being written to the pipe.
+    let each = stalled_streams(&STREAMING, false);
+    assert!(each <= 256, "{each} KiB per stalled upload");
 }
 
 // ---------------------------------------------------------------- misbehaving functions

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::stress::{client_connections, metric, server_connections};
 use common::*;
 
 const UPSTREAM: &str = include_str!("http_upstream.py");
@@ -60,7 +61,11 @@ impl Function {
     /// Starts a watchdog and waits until it is healthy (the function's Python may take a while
     /// to start on a loaded machine).
     fn start_at(&self, base: &str, env: &[(&str, &str)]) -> Watchdog {
-        let mut wd = Watchdog::start_with(self.options(base, env));
+        self.start_with(self.options(base, env))
+    }
+
+    fn start_with(&self, options: Options) -> Watchdog {
+        let mut wd = Watchdog::start_with(options);
         wait_for(Duration::from_secs(30), "healthy", || {
             if let Some(status) = wd.try_status() {
                 panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
@@ -596,4 +601,146 @@ fn a_function_that_ignores_sigterm_is_killed_after_the_grace() {
     assert!(log.contains("Function still running 10s after SIGTERM: killing it"), "{log}");
     assert!(log.contains("Function stopped: signal: killed"), "{log}");
     assert!(function.survivors().is_empty());
+}
+
+// ---------------------------------------------------------------- integrity
+
+/// Content-Length together with a chunked body: Transfer-Encoding wins (RFC 9112 §6.3), and the
+/// client gets the whole body with one framing, never a truncated body that looks complete.
+#[test]
+fn conflicting_framing_from_the_function_is_never_truncated() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let r = wd.get("/length-and-chunked");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"), "{:?}", r.headers);
+    assert!(r.header("Content-Length").is_none_or(|l| l == "11"), "{:?}", r.headers);
+}
+
+/// A transfer coding the watchdog does not decode is a 502, not raw gzip bytes passed off as the body.
+#[test]
+fn a_transfer_coding_other_than_chunked_is_502() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let r = wd.get("/gzip-chunked");
+    assert_internal(&r, 502, "Upstream HTTP request error: ");
+    assert!(r.text().contains("gzip"), "{}", r.text());
+    assert_eq!(wd.get("/inspect").status, 200, "the function still serves");
+}
+
+/// Clients upload a body the function never reads and never answers: after the 504, the upload, the
+/// connection to the function and the client's connection (its body was not read to the end) all end.
+#[test]
+fn an_upload_the_function_never_reads_ends_with_its_request() {
+    let function = Function::new();
+    let wd = function.start(&[("exec_timeout", "1s")]);
+    wait_for(Duration::from_secs(5), "no connection to the function", || {
+        (client_connections(function.port) == 0).then_some(())
+    });
+    let clients: Vec<(TcpStream, std::thread::JoinHandle<()>)> = (0..5)
+        .map(|_| {
+            let mut conn = wd.connect();
+            conn.write_all(b"POST /stall HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000000\r\n\r\n").unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            let upload = std::thread::spawn(move || {
+                let block = vec![b'u'; 64 * 1024];
+                while writer.write_all(&block).is_ok() {}
+            });
+            (conn, upload)
+        })
+        .collect();
+    for (conn, _) in &clients {
+        let r = read_response(&mut BufReader::new(conn), false).expect("the 504");
+        assert_internal(&r, 504, "exec_timeout (1s)");
+    }
+    let answered = std::time::Instant::now();
+    for (conn, upload) in clients {
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        match (&conn).read_to_end(&mut rest) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("the client's connection is still open {:?} after its 504", answered.elapsed())
+            }
+            _ => {}
+        }
+        wait_for(Duration::from_secs(5), "the upload to fail", || upload.is_finished().then_some(()));
+    }
+    wait_for(Duration::from_secs(5), "the connections to the function closed", || {
+        (client_connections(function.port) == 0).then_some(())
+    });
+    assert_eq!(server_connections(wd.port), 0);
+    eprintln!("5 unread uploads: everything closed {:.2} s after the 504s", answered.elapsed().as_secs_f64());
+}
+
+/// A function server that closes idle keep-alive connections without saying `Connection: close`:
+/// requests without a body that meet such a connection are sent again on a new one, as Go does.
+/// A request whose body was sent is not repeated: 502.
+#[test]
+fn requests_on_pooled_connections_the_function_closed_are_retried() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let mut failed = Vec::new();
+    for i in 0..200u64 {
+        // Gaps around the server's idle limit, so that requests meet connections as they close.
+        let idle = 10;
+        let r = wd.get(&format!("/idle-close?ms={idle}"));
+        if r.status != 200 {
+            failed.push(r.text());
+        }
+        std::thread::sleep(Duration::from_millis(idle - 5 + i % 10));
+    }
+    assert!(failed.is_empty(), "{} of 200 GETs failed: {failed:?}", failed.len());
+
+    Report::of(&wd.get("/inspect")); // leaves a pooled connection
+    let r = wd.post("/count-and-close", b"once");
+    assert_internal(&r, 502, "Upstream HTTP request error: ");
+    let seen = std::fs::read_to_string(function.marker("count-and-close")).unwrap_or_default();
+    assert_eq!(seen, "POST 4\n", "a request with a body is sent once");
+}
+
+fn in_flight(wd: &Watchdog) -> f64 {
+    metric(&wd.metrics(), "http_requests_in_flight").expect("in-flight gauge")
+}
+
+/// A WebSocket tunnel is a request in flight for its whole life: it holds a `max_inflight` slot,
+/// counts in `http_requests_in_flight`, and is part of the drain (closed at its deadline).
+#[test]
+fn a_websocket_tunnel_holds_its_slot_and_is_part_of_the_drain() {
+    let function = Function::new();
+    let env = [("max_inflight", "1"), ("write_timeout", "0"), ("exec_timeout", "0"), ("healthcheck_interval", "2s")];
+    let mut options = function.options("", &env);
+    options.metrics = true;
+    let mut wd = function.start_with(options);
+
+    let mut tunnel = websocket(&wd);
+    assert_eq!(in_flight(&wd), 1.0);
+    assert_eq!(wd.get("/inspect").status, 429, "the tunnel holds the only slot");
+    assert_eq!(wd.get("/_/ready").status, 429);
+    tunnel.get_mut().write_all(&frame(8, b"")).unwrap();
+    assert_eq!(read_frame(&mut tunnel).expect("close").0, 8);
+    tunnel.read_to_end(&mut Vec::new()).expect("the function closes its side");
+    drop(tunnel);
+    wait_for(Duration::from_secs(5), "the slot back", || (in_flight(&wd) == 0.0).then_some(()));
+    assert_eq!(wd.get("/inspect").status, 200);
+
+    let mut tunnel = websocket(&wd);
+    wd.signal(libc::SIGTERM);
+    wd.wait_for_log("SIGTERM: no new connections in 2s", Duration::from_secs(5));
+    tunnel.get_mut().write_all(&frame(1, b"still there")).unwrap();
+    assert_eq!(read_frame(&mut tunnel).expect("echo during the drain").1, b"echo: still there");
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).expect("the tunnel is closed at the drain deadline");
+    assert_eq!(wd.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let log = wd.logs();
+    assert!(log.contains("draining: 1 requests"), "{log}");
+    assert!(log.contains("WebSocket closed: the watchdog is shutting down"), "{log}");
+}
+
+/// `OPTIONS *` asks about the server, not a path: it reaches the function as `*`.
+#[test]
+fn options_asterisk_reaches_the_function_as_asterisk() {
+    let function = Function::new();
+    let wd = function.start_at("/base", &[]);
+    let r = send(wd.port, b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let report = Report::of(&r);
+    assert_eq!((report.field("method"), report.field("path")), ("OPTIONS", "*"));
 }

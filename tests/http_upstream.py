@@ -9,6 +9,7 @@
 # SIGTERM.
 
 import base64
+import gzip
 import hashlib
 import os
 import signal
@@ -90,6 +91,11 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         args = {k: v[0] for k, v in parse_qs(query).items()}
         route = path.rsplit("/", 1)[-1]
+        if route == "stall":
+            # Neither reads the body nor answers: the watchdog's upload blocks once the buffers are full.
+            time.sleep(float(args.get("s", "60")))
+            self.close_connection = True
+            return
         body = self.read_body()
         getattr(self, "route_" + route.replace("-", "_"), self.route_inspect)(args, body)
 
@@ -167,6 +173,36 @@ class Handler(BaseHTTPRequestHandler):
         self.chunk(b"first chunk")
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
+
+    def route_idle_close(self, args, body):
+        # Answers, then closes the connection once it has been idle for `ms`, without having said
+        # `Connection: close`, as servers with a short keep-alive timeout do.
+        self.reply(200, b"idle close")
+        self.connection.settimeout(int(args.get("ms", "0")) / 1000)
+
+    def route_count_and_close(self, args, body):
+        # Counts the request and closes without an answer.
+        with open(os.path.join(STATE, "count-and-close"), "a") as f:
+            f.write("%s %d\n" % (self.command, len(body)))
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.close_connection = True
+
+    def route_length_and_chunked(self, args, body):
+        # Conflicting framing: Transfer-Encoding wins (RFC 9112 6.3), so the body is all 11 bytes.
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.chunk(b"hello")
+        self.chunk(b" world")
+        self.chunk(b"")
+
+    def route_gzip_chunked(self, args, body):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "gzip, chunked")
+        self.end_headers()
+        self.chunk(gzip.compress(b"hello, compressed"))
+        self.chunk(b"")
 
     def route_stream(self, args, body):
         # Event one, then event two once the test creates the file `go`, then the end.

@@ -262,32 +262,95 @@ fn exec_timeout_before_any_output_is_500_and_kills_the_group() {
     wd.wait_for_log("Killing process: ", Duration::from_secs(5));
 }
 
-#[test]
-fn a_failure_after_output_keeps_200_and_logs_the_real_status() {
-    let wd = streaming("sh -c 'echo partial; exit 3'", &[]);
-    let r = wd.post("/", b"");
-    assert_eq!((r.status, r.text().as_str()), (200, "partial\n"));
-    wd.wait_for_log(
-        "Function failed: exit status 3 (after 8B of output, sent with status 200)",
-        Duration::from_secs(5),
-    );
-    wd.wait_for_log("POST / - 200 - ContentLength: 8B (", Duration::from_secs(5));
-
-    let wd = streaming("sh -c 'echo partial; kill -9 $$'", &[]);
-    assert_eq!(wd.post("/", b"").text(), "partial\n");
-    wd.wait_for_log("Function failed: signal: killed (after 8B", Duration::from_secs(5));
+/// A streamed response read to its end: the head, and the body with `Ok` when it ended with its
+/// last chunk, `Err` (with what came) when the connection ended without it.
+fn read_streamed(conn: &TcpStream) -> (Response, Result<Vec<u8>, Vec<u8>>) {
+    let mut reader = BufReader::new(conn);
+    let head = read_head(&mut reader).expect("a response head");
+    assert!(head.is_chunked(), "{:?}", head.headers);
+    let mut body = Vec::new();
+    let ended = Chunked::new(reader).read_to_end(&mut body);
+    (head, ended.map(|_| body.clone()).map_err(|_| body))
 }
 
+/// Every failure after the first output byte: the response ends without its last chunk, so that no
+/// client takes it for complete; the log and the metrics have the status it would have had.
 #[test]
-fn exec_timeout_after_output_ends_the_response_and_kills_the_group() {
+fn a_failure_after_output_cuts_the_response_and_counts_its_real_status() {
     let tmp = TempDir::new();
-    let marker = format!("fwd-stream-late-timeout-{}", std::process::id());
+    let marker = format!("fwd-stream-late-{}", std::process::id());
     let sleep = tmp.tagged_sleep(&marker);
-    let wd = streaming(&format!("sh -c 'echo started; {sleep} 30 & {sleep} 31'"), &[("exec_timeout", "1s")]);
-    let r = wd.post("/", b"");
-    assert_eq!((r.status, r.text().as_str()), (200, "started\n"));
-    no_survivors(&marker);
-    wd.wait_for_log("Function failed: signal: killed (after 8B", Duration::from_secs(5));
+    let late_sleep = format!("sh -c 'echo partial; exec {sleep} 30'");
+    /// The failure, the function, its settings, the status it is counted with, a line in the log.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 4] = [
+        ("exit 3", "sh -c 'echo partial; exit 3'", &[], 500, "Function failed: exit status 3 (after 8B"),
+        ("killed", "sh -c 'echo partial; kill -9 $$'", &[], 500, "Function failed: signal: killed (after 8B"),
+        ("exec_timeout", &late_sleep, &[("exec_timeout", "1s")], 500, "Function failed: signal: killed (after 8B"),
+        ("write_timeout", &late_sleep, &[("write_timeout", "1s"), ("exec_timeout", "0")], 504, "write_timeout"),
+    ];
+    for (what, fprocess, env, code, log) in cases {
+        let mut options = Options::new(&[("mode", "streaming"), ("fprocess", fprocess)]);
+        options.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        options.metrics = true;
+        let wd = Watchdog::start_with(options);
+        let mut conn = wd.connect();
+        conn.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let (head, body) = read_streamed(&conn);
+        assert_eq!(head.status, 200, "{what}");
+        match body {
+            Ok(body) => panic!("{what}: a complete-looking response: {:?}", String::from_utf8_lossy(&body)),
+            Err(got) => assert!(b"partial\n".starts_with(&got), "{what}: {:?}", String::from_utf8_lossy(&got)),
+        }
+        wd.wait_for_log(log, Duration::from_secs(5));
+        wd.wait_for_log(&format!("POST / - {code} - ContentLength: 8B ("), Duration::from_secs(5));
+        let series = format!("http_requests_total{{code=\"{code}\",method=\"post\"}}");
+        wait_for(Duration::from_secs(5), "the real status in the metrics", || {
+            (metric_value(&wd.metrics(), &series) == Some(1.0)).then_some(())
+        });
+        assert_eq!(metric_value(&wd.metrics(), "http_requests_in_flight"), Some(0.0), "{what}");
+        no_survivors(&marker);
+    }
+}
+
+/// SIGTERM in the middle of a stream, with no drain time left: the stream is cut, not ended.
+#[test]
+fn the_hard_stop_at_shutdown_cuts_a_stream() {
+    let fprocess = "sh -c 'for i in $(seq 1 50); do echo line $i; sleep 0.1; done'";
+    let env = [("write_timeout", "0"), ("exec_timeout", "0"), ("healthcheck_interval", "0")];
+    let mut wd = streaming(fprocess, &env);
+    let mut conn = wd.connect();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(&conn);
+    assert_eq!(read_head(&mut reader).unwrap().status, 200);
+    let mut lines = BufReader::new(Chunked::new(reader));
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "line 1\n");
+    wd.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    assert!(lines.read_to_end(&mut rest).is_err(), "a clean end after {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(wd.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(wd.logs().contains("GET / - 503 - ContentLength: "), "{}", wd.logs());
+}
+
+/// A request body that breaks off after the output has started: the response is cut too.
+#[test]
+fn a_request_body_that_breaks_after_output_cuts_the_response() {
+    let wd = streaming("cat", &[]);
+    let mut conn = wd.connect();
+    conn.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    write_chunk(&mut conn, b"ping\n");
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    assert_eq!(read_head(&mut reader).unwrap().status, 200);
+    let mut lines = BufReader::new(Chunked::new(reader));
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    assert!(lines.read_to_end(&mut rest).is_err(), "a clean end after a broken body");
+    wd.wait_for_log("POST / - 400 - ContentLength: 5B (", Duration::from_secs(5));
 }
 
 #[test]
@@ -369,14 +432,119 @@ fn long_stderr_lines_are_split_and_prefix_logs_false_writes_them_raw() {
     wait_for(Duration::from_secs(5), "raw stderr line", || wd.logs().lines().any(|l| l == "raw-line").then_some(()));
 }
 
+/// HEAD: the first output byte decides the status; then the function's group is killed, and the
+/// `max_inflight` slot and the in-flight gauge come back only once it is gone.
 #[test]
-fn head_runs_the_function_to_its_end_without_sending_the_output() {
+fn head_stops_the_function_and_holds_its_slot_until_it_is_gone() {
     let tmp = TempDir::new();
-    let done = tmp.path().join("done");
-    let wd = streaming(&format!("sh -c 'echo first; sleep 0.2; echo second; touch {}'", done.display()), &[]);
-    let r = wd.request("HEAD", "/", &[], b"");
-    assert_eq!((r.status, r.header("Content-Type")), (200, Some("application/octet-stream")));
-    wait_for(Duration::from_secs(5), "the function to finish", || done.exists().then_some(()));
-    wd.wait_for_log("HEAD / - 200 - ContentLength: 13B (", Duration::from_secs(5));
-    assert!(!wd.logs().contains("Killing process"), "{}", wd.logs());
+    let marker = format!("fwd-stream-head-{}", std::process::id());
+    let fprocess = format!("sh -c 'echo first; exec {} 25'", tmp.tagged_sleep(&marker));
+    let mut options = Options::new(&[("mode", "streaming"), ("fprocess", &fprocess), ("max_inflight", "2")]);
+    options.metrics = true;
+    let wd = Watchdog::start_with(options);
+    for i in 0..20 {
+        let r = wd.request("HEAD", "/", &[], b"");
+        assert_eq!((r.status, r.header("Content-Type")), (200, Some("application/octet-stream")), "HEAD {i}");
+        wait_for(Duration::from_secs(5), "the slot back", || (wd.get("/_/ready").status == 200).then_some(()));
+        let running = processes_with(&marker);
+        assert!(running.is_empty(), "HEAD {i}: the slot is free while {} functions run", running.len());
+    }
+    assert_eq!(metric_value(&wd.metrics(), "http_requests_in_flight"), Some(0.0));
+    wd.wait_for_log("HEAD / - 200 - ContentLength: 0B (", Duration::from_secs(5));
+}
+
+/// An HTTP/1.0 client asking for keep-alive gets a streamed answer, which has no length: the
+/// connection must close after it, and the answer must say so.
+#[test]
+fn an_http_1_0_keep_alive_request_is_told_close_when_the_answer_has_no_length() {
+    let wd = streaming("echo hi", &[]);
+    let mut conn = wd.connect();
+    conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(&conn);
+    let head = read_head(&mut reader).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Connection"), Some("close"), "{:?}", head.headers);
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body).expect("the body, then the close");
+    assert_eq!(body, b"hi\n");
+}
+
+/// Without chunks (HTTP/1.0), only the close ends the body: an answer that fails halfway must end
+/// with a reset, or the client would take the output so far for all of it.
+#[test]
+fn an_http_1_0_answer_that_fails_halfway_ends_with_a_reset() {
+    let wd = streaming("sh -c 'echo partial; sleep 0.2; exit 3'", &[]);
+    let mut conn = wd.connect();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(&conn);
+    let head = read_head(&mut reader).unwrap();
+    assert_eq!((head.status, head.header("Connection")), (200, Some("close")));
+    let mut body = Vec::new();
+    let ended = reader.read_to_end(&mut body);
+    assert!(ended.is_err(), "a clean close after {:?}: the cut answer looks complete", String::from_utf8_lossy(&body));
+    wd.wait_for_log("GET / - 500 - ContentLength: 8B (", Duration::from_secs(5));
+}
+
+/// A request body that breaks off (the client half-closes or resets after half of it, or stalls
+/// past read_timeout) must never reach the function as a whole one: the function is killed before
+/// its stdin is closed. The function here counts its input (`wc -c`, which prints only at EOF) and
+/// appends the count to a file; the file must stay empty. Repeated, since it is a race.
+#[test]
+fn a_body_that_breaks_off_never_reaches_the_function_as_complete() {
+    let tmp = TempDir::new();
+    let marker = format!("fwd-stream-cut-input-{}", std::process::id());
+    let wc = ["/usr/bin/wc", "/bin/wc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("wc");
+    let counter = tmp.path().join(&marker);
+    std::os::unix::fs::symlink(wc, &counter).unwrap();
+    let (started, counts) = (tmp.path().join("started"), tmp.path().join("counts"));
+    let fprocess =
+        format!("sh -c ': > {}.$Http_X_Try; exec {} -c >> {}'", started.display(), counter.display(), counts.display());
+    let wd = streaming(&fprocess, &[("read_timeout", "300ms")]);
+    let begin = Instant::now();
+    let head = |i: usize| format!("POST / HTTP/1.1\r\nHost: x\r\nX-Try: {i}\r\nContent-Length: 1000\r\n\r\n");
+    let half = [b'x'; 500];
+    let start_try = |i: usize| {
+        let mut conn = wd.connect();
+        conn.write_all(head(i).as_bytes()).unwrap();
+        conn.write_all(&half).unwrap();
+        let started = std::path::PathBuf::from(format!("{}.{i}", started.display()));
+        wait_for(Duration::from_secs(5), "the function to start", || started.exists().then_some(()));
+        conn
+    };
+    for i in 0..100 {
+        let conn = start_try(i);
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = read_response(&mut BufReader::new(&conn), false).expect("an answer to a half-closed request");
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    for i in 100..150 {
+        let conn = start_try(i);
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt with a valid pointer and length on a socket we own.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(conn); // a reset
+    }
+    let stalled: Vec<TcpStream> = (150..170).map(start_try).collect();
+    for conn in &stalled {
+        let r = read_response(&mut BufReader::new(conn), false).expect("an answer to a stalled request");
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    no_survivors(&marker);
+    let took = begin.elapsed();
+    let counts = std::fs::read_to_string(&counts).unwrap_or_default();
+    assert!(
+        counts.is_empty(),
+        "a truncated body reached the function as whole: counts {:?}",
+        counts.lines().collect::<Vec<_>>()
+    );
+    eprintln!("170 broken bodies (100 half-closed, 50 reset, 20 stalled) in {:.2} s", took.as_secs_f64());
 }

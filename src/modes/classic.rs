@@ -67,6 +67,7 @@ impl Classic {
             Ok(child) => child,
             Err(e) => return self.failure(&e.to_string(), Vec::new(), &ctx),
         };
+        child.hold_until_reaped(ctx.admission.clone());
         let exec_deadline = cfg.exec_timeout.map(|t| Instant::now() + t);
         let run = self.run(&mut child, input, exec_deadline, ctx.deadline(cfg.write_timeout), &ctx);
         match run.await {

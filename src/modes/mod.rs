@@ -59,6 +59,25 @@ pub struct Ctx {
     pub start: Instant,
     /// Set when the watchdog stops waiting for in-flight requests: answer now and kill the function.
     pub cancel: Cancel,
+    /// What the request holds while it runs; a mode keeps a clone wherever the request outlives
+    /// its response future (see [`Admission`]).
+    pub admission: Admission,
+}
+
+/// What an admitted function request holds: its `max_inflight` slot, its place in
+/// `http_requests_in_flight` and in the drain. The server keeps one clone until the response is
+/// done, and a mode keeps another for as long as something the request started still lives (a
+/// function not yet reaped, a WebSocket tunnel): it is released with the last clone, so the slot,
+/// the gauge and the function's life are one. Empty for requests that are not limited.
+#[derive(Clone, Default)]
+pub struct Admission {
+    _held: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Admission {
+    pub fn new(held: impl std::any::Any + Send + Sync) -> Admission {
+        Admission { _held: Some(Arc::new(held)) }
+    }
 }
 
 impl Ctx {
@@ -329,6 +348,11 @@ pub fn error_and_output(error: &str, output: Vec<u8>) -> Vec<u8> {
     body.push(b'\n');
     body.extend_from_slice(&output);
     body
+}
+
+/// 405 for `CONNECT`: no function can open a tunnel, and a 2xx would tell the client one is open.
+pub fn connect_refused() -> Response<Body> {
+    text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not passed to the function\n")
 }
 
 /// 400 for a request body that could not be read; the connection is closed after it.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, error_and_output, function_env, log_stderr, read_body,
-    with_duration,
+    AccessLog, BoxFuture, Ctx, Interrupted, Mode, bad_body, connect_refused, error_and_output, function_env,
+    log_stderr, read_body, with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
@@ -42,6 +42,9 @@ impl Serializing {
 
     async fn handle(&self, parts: Parts, body: RequestBody, ctx: &Ctx) -> Response<Body> {
         let cfg = &*self.cfg;
+        if parts.method == Method::CONNECT {
+            return connect_refused();
+        }
         let input = match read_body(body, ctx.deadline(cfg.read_timeout)).await {
             Ok(input) => input,
             Err(e) => return bad_body(&e),
@@ -51,6 +54,7 @@ impl Serializing {
             Ok(child) => child,
             Err(e) => return self.answer(Err(e.to_string()), Vec::new(), ctx),
         };
+        child.hold_until_reaped(ctx.admission.clone());
         log_stderr(&mut child, cfg);
 
         let exec_deadline = cfg.exec_timeout.map(|t| Instant::now() + t);

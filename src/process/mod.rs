@@ -5,7 +5,8 @@
 //! leader is an unreaped zombie its pid (the group id) cannot be reused, so killing the group is
 //! always safe until [`Child::reap`]. A [`Child`] dropped before it was reaped (a client went away,
 //! a deadline fired) kills its group and is reaped in the background: no process outlives its
-//! request and no zombie is left behind.
+//! request and no zombie is left behind. What a request holds while its function lives (its
+//! `max_inflight` slot) can be handed to the [`Child`], which lets go of it only once reaped.
 
 mod spawn;
 
@@ -100,6 +101,8 @@ pub struct Child {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// Dropped once the leader is reaped ([`Child::hold_until_reaped`]).
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How the leader's exit is noticed. Most functions have exited by the time their output ends,
@@ -163,12 +166,19 @@ impl Child {
             stdin: None,
             stdout: None,
             stderr: None,
+            held: None,
         };
         // From here on `child` owns the process: an early return kills and reaps it.
         child.stdin = Some(stdin_write);
         child.stdout = Some(receiver(stdout_read).map_err(os_error)?);
         child.stderr = stderr_read.map(receiver).transpose().map_err(os_error)?;
         Ok(child)
+    }
+
+    /// Keeps `held` until the leader is reaped, on every path: a request's slot is not free while
+    /// its function may still run.
+    pub fn hold_until_reaped(&mut self, held: impl std::any::Any + Send + Sync) {
+        self.held = Some(Box::new(held));
     }
 
     /// Sends `signal` to every process in the function's group. Does nothing once reaped.
@@ -235,6 +245,7 @@ impl Child {
         }
         let status = waitpid_blocking(self.pid);
         self.status = Some(status);
+        self.held = None;
         status
     }
 
@@ -265,9 +276,9 @@ impl Drop for Child {
         // holds only the pid and the exit watch until it runs: a runtime that is shutting down
         // drops new tasks unpolled, and a whole `Child` dropped there would come back here, again
         // and again until the stack overflows.
-        let (pid, exit) = (self.pid, std::mem::take(&mut self.exit));
+        let (pid, exit, held) = (self.pid, std::mem::take(&mut self.exit), self.held.take());
         self.status = Some(ExitStatus::from_raw(0));
-        let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None };
+        let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None, held };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move { reaper().wait().await });

@@ -1,13 +1,16 @@
 //! What the proxy changes on the way through: the upstream URL of a request, the hop-by-hop
-//! headers it drops (RFC 9110 §7.6.1), WebSocket upgrades it keeps, and the time limit of a
-//! request (`exec_timeout`, lowered by `X-Timeout`, and `write_timeout`).
+//! headers it drops (RFC 9110 §7.6.1), WebSocket upgrades it keeps, the framing of the function's
+//! answers, and the time limit of a request (`exec_timeout`, lowered by `X-Timeout`, and
+//! `write_timeout`).
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper::header::{CONNECTION, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 
 use crate::config::{self, Config, UpstreamUrl, go_duration};
 
@@ -32,15 +35,16 @@ fn hop_by_hop() -> &'static [HeaderName; 8] {
 }
 
 /// The upstream URL for a request: `http://h:5000/base/` and `/a?q=1` give
-/// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`).
+/// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`). `*` (`OPTIONS *`, about the
+/// server as a whole) stays `*`.
 pub fn uri_for(upstream: &UpstreamUrl, request: &Uri) -> Result<Uri, hyper::http::Error> {
     let path = request.path_and_query().map_or("/", |pq| pq.as_str());
+    let builder = Uri::builder().scheme("http").authority(upstream.authority.clone());
+    if path == "*" {
+        return builder.path_and_query("*").build();
+    }
     let slash = if path.starts_with('/') { "" } else { "/" };
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority.clone())
-        .path_and_query(format!("{}{slash}{path}", upstream.base))
-        .build()
+    builder.path_and_query(format!("{}{slash}{path}", upstream.base)).build()
 }
 
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
@@ -64,6 +68,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
     }
+}
+
+/// Makes the framing of the function's answer one the client can trust. hyper has read an answer
+/// with `Transfer-Encoding` as chunked, so a `Content-Length` beside it is wrong and must go (RFC
+/// 9112 §6.3), or the client would take the first bytes of the body for all of it. A transfer
+/// coding other than chunked (`gzip, chunked`) would reach the client as undecoded bytes: an error.
+pub fn check_framing(headers: &mut HeaderMap) -> Result<(), String> {
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    if tokens(headers, &TRANSFER_ENCODING).any(|t| !t.eq_ignore_ascii_case("chunked")) {
+        let codings: Vec<_> =
+            headers.get_all(TRANSFER_ENCODING).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+        return Err(format!(
+            "the function answered with Transfer-Encoding: {}; only chunked is supported",
+            codings.join(", ")
+        ));
+    }
+    headers.remove(CONTENT_LENGTH);
+    Ok(())
 }
 
 /// The `Upgrade` value when the request asks for a WebSocket (`Connection: upgrade` and
@@ -142,6 +166,22 @@ mod tests {
         assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().to_string(), "http://[::1]:5000/b");
         assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().host(), "::1");
         assert_eq!(UpstreamUrl::parse("http://h").unwrap().port(), 80);
+        assert_eq!(join("http://h:5000/base", "*"), "http://h:5000*");
+    }
+
+    #[test]
+    fn framing_drops_a_length_beside_chunked_and_refuses_other_codings() {
+        let mut map = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        assert_eq!(check_framing(&mut map), Ok(()));
+        assert_eq!(names(&map), ["transfer-encoding"]);
+        let mut map = headers(&[("content-length", "5")]);
+        assert_eq!(check_framing(&mut map), Ok(()));
+        assert_eq!(names(&map), ["content-length"]);
+        for coding in ["gzip, chunked", "gzip", "chunked, identity"] {
+            let mut map = headers(&[("transfer-encoding", coding)]);
+            let error = check_framing(&mut map).unwrap_err();
+            assert!(error.contains(coding), "{error}");
+        }
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

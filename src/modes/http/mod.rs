@@ -1,8 +1,9 @@
 //! `mode=http`: the function is a long-running HTTP server, `fprocess`, listening on
 //! `upstream_url`; every request is proxied to it. [`supervisor`] owns the child process (start,
 //! logs, death, stop after the drain), [`proxy`] one request's way there and back, [`headers`]
-//! the rules for what crosses.
+//! the rules for what crosses, [`connector`] the connections to the function.
 
+mod connector;
 mod headers;
 mod proxy;
 mod supervisor;

@@ -7,10 +7,17 @@
 //! covers the whole exchange: before the response headers it gives 504, after them it cuts the
 //! body or closes the tunnel. A failure of the function's server is a 502 with one line, and a
 //! body that breaks after the headers ends the connection: never a complete-looking 200.
+//!
+//! A request owns its exchange: when it ends before the exchange is complete, the connection to
+//! the function is shut down ([`Link`]), which also ends the upload and so the client's
+//! connection if its body was not read to the end. A request that can be sent again (no body that
+//! is gone, a method safe to repeat) and that fails on a pooled connection before any answer came
+//! is sent again on another one, as Go's transport does.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -20,22 +27,31 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::{self, connect::HttpConnector};
+use hyper_util::client::legacy::{
+    self,
+    connect::{CaptureConnection, HttpConnector, capture_connection},
+};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Sleep;
 
 use super::Http;
-use super::headers::{Limit, remove_hop_by_hop, uri_for, websocket_upgrade};
-use crate::body::{Body, RequestBody};
-use crate::modes::{AccessLog, BodyError, Ctx, bad_body, read_body, text, with_duration};
+use super::connector::{Connector, Handle};
+use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use crate::body::{Body, Cut, RequestBody};
+use crate::modes::{AccessLog, Admission, BodyError, Ctx, bad_body, connect_refused, read_body, text, with_duration};
 use crate::shutdown::Cancel;
 
-pub type Client = legacy::Client<HttpConnector, Body>;
+pub type Client = legacy::Client<Connector, Upload>;
 
 /// Idle pooled connections to the function are closed after this, before the function's server
 /// closes them itself (Gunicorn's default is 2 s, Node's 5 s): a request sent on a connection the
-/// server is closing fails. The reference uses the same 500 ms.
+/// server is closing fails (and is sent again if it can be). The reference uses the same 500 ms.
 const POOL_IDLE: Duration = Duration::from_millis(500);
+
+/// How many times a request is sent again after pooled connections failed it. Each retry uses up a
+/// connection that had served before, so the pool bounds the retries anyway; this bounds them
+/// against a function that keeps closing fresh connections once they have answered once.
+const RETRIES: usize = 4;
 
 /// A pooled keep-alive HTTP/1.1 client. Header names go out as `Content-Type`, not hyper's
 /// `content-type`, as Go's client writes them: servers that compare names case-sensitively exist.
@@ -46,7 +62,7 @@ pub fn client() -> Client {
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .http1_title_case_headers(true)
-        .build(connector)
+        .build(Connector(connector))
 }
 
 /// Why no response came from the function.
@@ -66,6 +82,30 @@ struct Outgoing {
     framed: bool,
 }
 
+impl Outgoing {
+    /// The request with `body`; `keep`: the head is kept for sending the request again.
+    fn request(&mut self, body: Upload, keep: bool) -> Request<Upload> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        if keep {
+            *request.uri_mut() = self.uri.clone();
+            *request.headers_mut() = self.headers.clone();
+        } else {
+            *request.uri_mut() = std::mem::take(&mut self.uri);
+            *request.headers_mut() = std::mem::take(&mut self.headers);
+        }
+        request
+    }
+
+    /// Whether the request may be sent twice: Go's rule, a method that is safe to repeat or an
+    /// idempotency key.
+    fn repeatable(&self) -> bool {
+        matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+            || self.headers.contains_key("idempotency-key")
+            || self.headers.contains_key("x-idempotency-key")
+    }
+}
+
 impl Http {
     pub(super) async fn forward(&self, mut req: Request<RequestBody>, ctx: Ctx) -> Response<Body> {
         let upgrade = websocket_upgrade(req.headers());
@@ -73,7 +113,7 @@ impl Http {
         let (parts, body) = req.into_parts();
         let log = AccessLog::new(&parts, self.cfg.log_callid);
         if parts.method == Method::CONNECT {
-            return answer(log, &ctx, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not passed to the function\n");
+            return internal(log, &ctx, connect_refused());
         }
         let limit =
             Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(ctx.start + l.after), l));
@@ -86,14 +126,18 @@ impl Http {
         remove_hop_by_hop(&mut headers, upgrade);
         let outgoing = Outgoing { method: parts.method, uri, headers, framed };
 
+        let link = Link::default();
         let result = tokio::select! {
-            result = self.exchange(outgoing, body, &ctx) => result,
+            result = self.exchange(outgoing, body, &ctx, &link) => result,
             limit = expired(limit) => {
+                // While the request still holds its connection (see `Link::end`).
+                link.end();
                 log::info!("Upstream HTTP killed due to {limit}");
                 let message = format!("The function did not answer within {limit}\n");
                 return answer(log, &ctx, StatusCode::GATEWAY_TIMEOUT, message);
             }
             () = ctx.cancel.cancelled() => {
+                link.end();
                 let message = "The watchdog is shutting down; the request was stopped.\n";
                 return answer(log, &ctx, StatusCode::SERVICE_UNAVAILABLE, message);
             }
@@ -113,6 +157,9 @@ impl Http {
             _ => None,
         };
         let (mut head, body) = response.into_parts();
+        if let Err(why) = check_framing(&mut head.headers) {
+            return bad_gateway(log, &ctx, &why);
+        }
         let upgrade = tunnel.as_ref().and_then(|_| head.headers.get(UPGRADE).cloned());
         remove_hop_by_hop(&mut head.headers, upgrade);
         // hyper answers HTTP/1.0 clients in 1.0 by itself; a 1.0 upstream must not downgrade others.
@@ -120,47 +167,78 @@ impl Http {
         let body = match tunnel {
             Some((client, upstream)) => {
                 log.write(status, 0, ctx.start.elapsed());
-                tokio::spawn(tunnel_between(client, upstream, limit, ctx.cancel.clone()));
+                let cancel = ctx.cancel.clone();
+                tokio::spawn(tunnel_between(client, upstream, limit, cancel, ctx.admission.clone()));
                 Body::empty()
             }
-            None => Body::stream(Relay::new(body, limit, &ctx, log, status)),
+            None => Body::stream(Relay::new(body, limit, &ctx, log, status, link)),
         };
         with_duration(Response::from_parts(head, body), &ctx)
     }
 
     /// Sends the request once the function listens, and waits for the response headers.
-    async fn exchange(&self, out: Outgoing, body: RequestBody, ctx: &Ctx) -> Result<Response<Incoming>, Failure> {
-        let Outgoing { method, uri, mut headers, framed } = out;
+    async fn exchange(
+        &self,
+        mut out: Outgoing,
+        body: RequestBody,
+        ctx: &Ctx,
+        link: &Link,
+    ) -> Result<Response<Incoming>, Failure> {
         let failure = Arc::new(OnceLock::new());
-        let body = match body {
-            RequestBody::Empty => Body::empty(),
+        // A body held in memory (or none) can be sent again.
+        let (body, again) = match body {
+            RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
                 let deadline = ctx.deadline(self.cfg.read_timeout);
                 let bytes = read_body(body, deadline).await.map_err(|e| Failure::Body(e.to_string()))?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
-                if framed || !bytes.is_empty() {
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                if out.framed || !bytes.is_empty() {
+                    out.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 }
-                Body::from(bytes)
+                (Body::from(bytes.clone()), Some(bytes))
             }
+            body if body.is_end_stream() => (Body::empty(), Some(Bytes::new())),
             body => {
                 let timeout = ctx.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
-                Body::stream(Upload { body, timeout, failure: Arc::clone(&failure) })
+                (Body::stream(ClientBody { body, timeout, failure: Arc::clone(&failure) }), None)
             }
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
+        let again = again.filter(|_| out.repeatable());
 
         // Requests that arrive while the function is still starting wait for it.
         if !*self.ready.borrow() {
             let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
         }
-        self.client.request(request).await.map_err(|e| match failure.get() {
-            Some(why) => Failure::Body(why.clone()),
-            None => Failure::Upstream(e),
-        })
+        let mut body = Upload::new(body, Arc::clone(&link.sent));
+        let mut retries = 0;
+        loop {
+            let mut request = out.request(body, again.is_some());
+            link.went_out(capture_connection(&mut request));
+            let error = match self.client.request(request).await {
+                Ok(response) => {
+                    link.responded.store(true, Ordering::Release);
+                    if let Some(handle) = response.extensions().get::<Handle>() {
+                        handle.mark_served();
+                    }
+                    return Ok(response);
+                }
+                Err(e) => e,
+            };
+            if let Some(why) = failure.get() {
+                return Err(Failure::Body(why.clone()));
+            }
+            // Go's transport: a request that met a pooled connection the function had closed is
+            // sent again on another one, if nothing of its answer came and it can be repeated.
+            let pooled = link.handle().is_some_and(|h| h.has_served());
+            match &again {
+                Some(bytes) if pooled && retries < RETRIES && closed_before_answer(&error) => {
+                    log::debug!("Upstream connection closed before an answer, sending again: {}", one_line(&error));
+                    retries += 1;
+                    body = Upload::new(Body::from(bytes.clone()), Arc::clone(&link.sent));
+                }
+                _ => return Err(Failure::Upstream(error)),
+            }
+        }
     }
 }
 
@@ -206,15 +284,123 @@ fn one_line(error: &dyn std::error::Error) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
+/// Whether hyper gave up on a request because the function's server closed or reset the
+/// connection before the answer's head was complete.
+fn closed_before_answer(error: &legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        if let Some(e) = cause.downcast_ref::<io::Error>()
+            && matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The connection a request went out on, and how far its exchange got. Everything the request
+/// owns ends with it ([`Link::end`], at the latest when dropped). hyper-util's pooled connection
+/// task owns the upload and would keep writing it (blocked, to a function that does not read it)
+/// with the client's connection waiting behind it; shutting the connection down fails that task,
+/// which drops both.
+#[derive(Default)]
+struct Link {
+    capture: std::sync::Mutex<Option<CaptureConnection>>,
+    /// hyper has taken the whole request body.
+    sent: Arc<AtomicBool>,
+    /// The answer's head came.
+    responded: AtomicBool,
+    ended: AtomicBool,
+}
+
+impl Link {
+    /// The request (this attempt of it) went out; the connection is known once hyper-util has one.
+    fn went_out(&self, capture: CaptureConnection) {
+        *self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
+    }
+
+    fn handle(&self) -> Option<Handle> {
+        Handle::of(self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()?)
+    }
+
+    /// Shuts the connection down unless the exchange went far enough for hyper to end it cleanly:
+    /// the answer's head came and hyper has the whole body (an answer dropped halfway makes hyper
+    /// close the connection itself). Until then the connection is busy with this request, so it
+    /// cannot have been handed to another one; the same holds before the answer while the request
+    /// is still waiting for it, which is why a request that gives up calls this before it lets go.
+    fn end(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let done = self.responded.load(Ordering::Acquire) && self.sent.load(Ordering::Acquire);
+        if !done && let Some(handle) = self.handle() {
+            handle.abort();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The request body as hyper takes it, noting in `sent` when it has all of it.
+pub struct Upload {
+    body: Body,
+    sent: Arc<AtomicBool>,
+}
+
+impl Upload {
+    fn new(body: Body, sent: Arc<AtomicBool>) -> Upload {
+        sent.store(body.is_end_stream(), Ordering::Release);
+        Upload { body, sent }
+    }
+}
+
+impl HttpBody for Upload {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.body).poll_frame(cx);
+        let taken_whole = match &poll {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            _ => false,
+        };
+        if taken_whole {
+            this.sent.store(true, Ordering::Release);
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The client's body on its way to the function. Fails after `read_timeout`, and records why it
 /// failed so that the answer is a 400, not a 502.
-struct Upload {
+struct ClientBody {
     body: RequestBody,
     timeout: Option<Pin<Box<Sleep>>>,
     failure: Arc<OnceLock<String>>,
 }
 
-impl Upload {
+impl ClientBody {
     fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let message = error.to_string();
         let _ = self.failure.set(message.clone());
@@ -222,7 +408,7 @@ impl Upload {
     }
 }
 
-impl HttpBody for Upload {
+impl HttpBody for ClientBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -250,8 +436,9 @@ impl HttpBody for Upload {
 }
 
 /// The function's response body on its way to the client, frame by frame as it arrives. Cut
-/// (the connection fails) when the request's limit passes or the watchdog stops waiting;
-/// writes the access log line when it is done or dropped.
+/// (the connection fails, see [`Cut`]) when the request's limit passes, the watchdog stops waiting
+/// or the function's body breaks; writes the access log line when it is done or dropped, with the
+/// status a cut answer would have had.
 struct Relay {
     body: Incoming,
     limit: Option<(Pin<Box<Sleep>>, Limit)>,
@@ -260,6 +447,8 @@ struct Relay {
     status: StatusCode,
     start: Instant,
     bytes: u64,
+    /// Ended when the answer is done: an upload still going then is stopped.
+    link: Link,
 }
 
 impl Relay {
@@ -269,6 +458,7 @@ impl Relay {
         ctx: &Ctx,
         log: AccessLog,
         status: StatusCode,
+        link: Link,
     ) -> Relay {
         let cancel = ctx.cancel.clone();
         Relay {
@@ -279,7 +469,14 @@ impl Relay {
             status,
             start: ctx.start,
             bytes: 0,
+            link,
         }
+    }
+
+    /// Fails the body: the client's connection ends before the body does.
+    fn cut(&mut self, status: StatusCode, reason: String) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.status = status;
+        Poll::Ready(Some(Err(Cut::error(status, reason))))
     }
 }
 
@@ -293,10 +490,11 @@ impl HttpBody for Relay {
             && timer.as_mut().poll(cx).is_ready()
         {
             log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", this.bytes);
-            return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{limit} passed")))));
+            let reason = format!("{limit} passed");
+            return this.cut(StatusCode::GATEWAY_TIMEOUT, reason);
         }
         if this.cancel.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(io::Error::other("the watchdog is shutting down"))));
+            return this.cut(StatusCode::SERVICE_UNAVAILABLE, "the watchdog is shutting down".into());
         }
         match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             Some(Ok(frame)) => {
@@ -304,8 +502,9 @@ impl HttpBody for Relay {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                log::info!("Upstream HTTP response error after {} bytes: {}", this.bytes, one_line(&e));
-                Poll::Ready(Some(Err(io::Error::other(e))))
+                let error = one_line(&e);
+                log::info!("Upstream HTTP response error after {} bytes: {error}", this.bytes);
+                this.cut(StatusCode::BAD_GATEWAY, error)
             }
             None => Poll::Ready(None),
         }
@@ -322,17 +521,20 @@ impl HttpBody for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        self.link.end();
         self.log.write(self.status, self.bytes, self.start.elapsed());
     }
 }
 
 /// Copies bytes both ways between the client and the function once both sides have switched
-/// protocols, until either side closes, the request's limit passes or the watchdog stops waiting.
+/// protocols, until either side closes, the request's limit passes or the watchdog stops waiting
+/// (the drain deadline). The tunnel holds its request's admission for its whole life.
 async fn tunnel_between(
     client: OnUpgrade,
     upstream: OnUpgrade,
     limit: Option<(tokio::time::Instant, Limit)>,
     cancel: Cancel,
+    _admission: Admission,
 ) {
     let copy = async {
         let (client, upstream) = tokio::try_join!(client, upstream).map_err(|e| e.to_string())?;

@@ -1,0 +1,143 @@
+//! Connections to the function's server: hyper-util's HTTP connector, with a [`Handle`] on each
+//! connection. A request finds the handle of the connection it went out on (through hyper-util's
+//! `capture_connection`), so that it can shut that connection down when it ends before its
+//! exchange is complete (hyper-util's pooled connection task owns the upload and would otherwise
+//! keep writing it), and so that a failure can tell a connection that had served answers before
+//! (one taken from the pool, which the function may have closed meanwhile) from a new one.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use hyper::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{CaptureConnection, Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Makes [`Io`]s: plain TCP connections, each with its [`Handle`].
+#[derive(Clone)]
+pub struct Connector(pub HttpConnector);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Io;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Io, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { connecting.await.map(Io::new) })
+    }
+}
+
+/// One connection to the function.
+pub struct Io {
+    io: TokioIo<TcpStream>,
+    handle: Handle,
+}
+
+impl Io {
+    fn new(io: TokioIo<TcpStream>) -> Io {
+        let fd = io.inner().as_raw_fd();
+        Io { io, handle: Handle(Arc::new(Shared { fd: Mutex::new(Some(fd)), served: AtomicBool::new(false) })) }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        // Before the descriptor closes (the fields drop after this): a handle never reaches a
+        // descriptor number that has been reused.
+        *self.handle.fd() = None;
+    }
+}
+
+impl Connection for Io {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.handle.clone())
+    }
+}
+
+impl Read for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A handle on one connection, shared by the [`Io`] and every request that used it.
+#[derive(Clone)]
+pub struct Handle(Arc<Shared>);
+
+struct Shared {
+    /// The socket, while the connection is open.
+    fd: Mutex<Option<RawFd>>,
+    /// An answer came on this connection.
+    served: AtomicBool,
+}
+
+impl Handle {
+    /// The handle of the connection a request went out on, once it has one.
+    pub fn of(capture: &CaptureConnection) -> Option<Handle> {
+        let connected = capture.connection_metadata();
+        let mut extras = hyper::http::Extensions::new();
+        connected.as_ref()?.get_extras(&mut extras);
+        extras.get::<Handle>().cloned()
+    }
+
+    fn fd(&self) -> std::sync::MutexGuard<'_, Option<RawFd>> {
+        self.0.fd.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Shuts the connection down both ways: whatever hyper's connection task was doing with it
+    /// (writing an upload the function does not read, waiting for an answer) fails at once, and
+    /// the task drops the request and closes the connection.
+    pub fn abort(&self) {
+        if let Some(fd) = *self.fd() {
+            // SAFETY: plain syscall on a socket that is still open: `Io::drop` clears `fd` under
+            // the same lock before the socket closes.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    pub fn mark_served(&self) {
+        self.0.served.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an answer came on this connection before: it was taken from the pool.
+    pub fn has_served(&self) -> bool {
+        self.0.served.load(Ordering::Relaxed)
+    }
+}
