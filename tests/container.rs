@@ -165,15 +165,25 @@ fn healthy_without_a_shell(engine: &Engine, images: &Images) {
 }
 
 /// Starts a `/slow` request, waits until its function runs, and returns the request's thread.
-fn slow_request(c: &Container) -> std::thread::JoinHandle<common::Response> {
+fn slow_request(c: &Container) -> std::thread::JoinHandle<std::io::Result<common::Response>> {
     let port = c.port;
-    let request = std::thread::spawn(move || {
-        common::send(port, &common::build_request("POST", "/slow", &[], b"slow")).expect("the slow request")
-    });
+    let request = std::thread::spawn(move || common::send(port, &common::build_request("POST", "/slow", &[], b"slow")));
     poll(Duration::from_secs(30), "the slow function to start", || {
         c.exec(&["test", "-e", "/tmp/started"]).status.success().then_some(())
     });
     request
+}
+
+/// Waits for the container to stop; returns the slow request's response and the exit code.
+fn slow_response(
+    c: &Container,
+    request: std::thread::JoinHandle<std::io::Result<common::Response>>,
+) -> (common::Response, i64) {
+    let exit = c.wait_exit(Duration::from_secs(60));
+    match request.join().expect("the request's thread") {
+        Ok(r) => (r, exit),
+        Err(e) => panic!("the slow request: {e}; the container exited with {exit}; its log:\n{}", c.logs()),
+    }
 }
 
 fn docker_stop_drains(engine: &Engine, images: &Images) {
@@ -185,9 +195,9 @@ fn docker_stop_drains(engine: &Engine, images: &Images) {
     let started = Instant::now();
     engine.ok(&["stop", "--time", &grace.to_string(), &c.name]);
     let took = started.elapsed();
-    let r = request.join().expect("the slow request");
+    let (r, exit) = slow_response(&c, request);
     assert_eq!((r.status, r.text().as_str()), (200, "slow"), "log:\n{}", c.logs());
-    assert_eq!(c.inspect("{{.State.ExitCode}}"), "0", "log:\n{}", c.logs());
+    assert_eq!(exit, 0, "log:\n{}", c.logs());
     assert!(took < Duration::from_secs(grace), "docker stop took {took:?}");
     assert!(c.logs().contains("SIGTERM"), "log:\n{}", c.logs());
 }
@@ -235,9 +245,9 @@ fn pid1_reaps_orphans_and_drains(engine: &Engine, images: &Images) {
 
     let request = slow_request(&c);
     engine.ok(&["kill", "--signal", "TERM", &c.name]);
-    let r = request.join().expect("the slow request");
+    let (r, exit) = slow_response(&c, request);
     assert_eq!((r.status, r.text().as_str()), (200, "slow"), "log:\n{}", c.logs());
-    assert_eq!(c.wait_exit(Duration::from_secs(30)), 0, "log:\n{}", c.logs());
+    assert_eq!(exit, 0, "log:\n{}", c.logs());
 }
 
 fn memory_limit(engine: &Engine, images: &Images) {
