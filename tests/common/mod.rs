@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod stress;
+pub mod tools;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
@@ -105,6 +106,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Keep only about this many bytes of the log (the newest); for functions that flood it.
     pub log_limit: Option<usize>,
+    /// The watchdog binary to run; default: the one this test suite was built with.
+    pub binary: Option<PathBuf>,
 }
 
 impl Options {
@@ -116,6 +119,7 @@ impl Options {
             wrapper: Vec::new(),
             dir: None,
             log_limit: None,
+            binary: None,
         }
     }
 }
@@ -141,13 +145,14 @@ impl Watchdog {
     pub fn start_with(options: Options) -> Watchdog {
         let tmp = TempDir::new();
         let given = |name: &str| options.env.iter().any(|(k, _)| k == name);
+        let binary = options.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
         let mut command = match options.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(BIN);
+                c.args(args).arg(&binary);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(&binary),
         };
         let metrics_port = if given("metrics_port") {
             options.env.iter().find(|(k, _)| k == "metrics_port").and_then(|(_, v)| v.parse().ok()).filter(|&p| p != 0)
