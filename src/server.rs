@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -18,13 +18,14 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
+use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
 use crate::config::{Config, go_duration};
 use crate::conn::{Conn, ResetOnClose};
 use crate::health::Health;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
-use crate::modes::{self, Admission, Ctx, Mode, empty, redirect, text};
+use crate::modes::{self, Admission, Handler, Scope};
 use crate::process;
 use crate::shutdown::{Cancel, Signals, Stop};
 
@@ -36,7 +37,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     cfg: Arc<Config>,
-    mode: Arc<dyn Mode>,
+    mode: Arc<dyn Handler>,
     health: Health,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
@@ -256,7 +257,7 @@ fn serve_connection(stream: TcpStream, app: &Arc<App>, connections: &Arc<Connect
 }
 
 impl App {
-    fn new(cfg: Arc<Config>, mode: Arc<dyn Mode>) -> App {
+    fn new(cfg: Arc<Config>, mode: Arc<dyn Handler>) -> App {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new()).keep_alive(true).max_buf_size(MAX_HEAD_BYTES);
         // Without a read_timeout, idle and slow clients may hold their connection forever, as in Go.
@@ -280,7 +281,7 @@ impl App {
             "/_/health" => self.health(req.method()),
             "/_/ready" => self.ready(req).await,
             path => match clean_path(path) {
-                Some(clean) if req.method() != Method::CONNECT => redirect(clean, req.uri().query()),
+                Some(clean) if req.method() != Method::CONNECT => answers::redirect(&clean, req.uri().query()),
                 _ => self.function(req).await,
             },
         };
@@ -293,28 +294,28 @@ impl App {
     /// `/_/health`: 200 `OK` while accepting (and the lock file exists, unless suppressed).
     fn health(&self, method: &Method) -> Response<Body> {
         if method != Method::GET {
-            return empty(StatusCode::METHOD_NOT_ALLOWED);
+            return answers::method_not_allowed(Some("GET"));
         }
-        if self.health.is_healthy() { text(StatusCode::OK, "OK") } else { empty(StatusCode::SERVICE_UNAVAILABLE) }
+        answers::health(self.health.is_healthy())
     }
 
     /// `/_/ready`: 503 when not accepting, 429 when `max_inflight` is reached, else the function's
     /// answer for `ready_path` if one is set, else 200. Not limited, not counted in metrics.
     async fn ready(&self, req: Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET {
-            return empty(StatusCode::METHOD_NOT_ALLOWED);
+            return answers::method_not_allowed(Some("GET"));
         }
         if !self.health.is_healthy() {
-            return empty(StatusCode::SERVICE_UNAVAILABLE);
+            return answers::status_only(StatusCode::SERVICE_UNAVAILABLE);
         }
         if self.limiter.is_full() {
-            return empty(StatusCode::TOO_MANY_REQUESTS);
+            return answers::status_only(StatusCode::TOO_MANY_REQUESTS);
         }
-        let Some(path) = &self.cfg.ready_path else { return empty(StatusCode::OK) };
+        let Some(path) = &self.cfg.ready_path else { return answers::status_only(StatusCode::OK) };
         let (mut parts, _) = req.into_parts();
         parts.uri = path.clone();
         let probe = Request::from_parts(parts, RequestBody::Empty);
-        Arc::clone(&self.mode).call(probe, self.ctx(Instant::now(), Admission::default())).await
+        Arc::clone(&self.mode).call(probe, self.scope(Instant::now(), Admission::default())).await
     }
 
     /// A request for the function: limiter, metrics, then the mode.
@@ -323,16 +324,16 @@ impl App {
         let tally = Tally { metrics: Arc::clone(&self.metrics), method: req.method().clone(), start };
         let (in_flight, open) = (self.metrics.in_flight(), self.connections.open());
         let Some(slot) = self.limiter.try_acquire() else {
-            return tally.finish(too_many(self.limiter.max()), Admission::new((in_flight, open)));
+            return tally.finish(answers::too_many_requests(self.limiter.max()), Admission::new((in_flight, open)));
         };
         let admission = Admission::new((in_flight, open, slot));
-        let ctx = self.ctx(start, admission.clone());
-        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), ctx).await;
+        let scope = self.scope(start, admission.clone());
+        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), scope).await;
         tally.finish(response, admission)
     }
 
-    fn ctx(&self, start: Instant, admission: Admission) -> Ctx {
-        Ctx { start, cancel: self.cancel.clone(), admission }
+    fn scope(&self, start: Instant, admission: Admission) -> Scope {
+        Scope { start, cancel: self.cancel.clone(), admission }
     }
 }
 
@@ -468,17 +469,6 @@ where
     }
 }
 
-fn too_many(max: usize) -> Response<Body> {
-    let mut response = text(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
-    );
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    headers.insert("x-openfaas-internal", HeaderValue::from_static("faas-middleware"));
-    response
-}
-
 /// Go's `ServeMux` path cleaning: `None` when `path` is already clean, else the cleaned path
 /// (`//a/../b` → `/b`; a trailing slash is kept).
 pub fn clean_path(path: &str) -> Option<String> {
@@ -576,14 +566,8 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = Arc::clone(&metrics);
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = if req.uri().path() == "/metrics" {
-                let mut r = text(StatusCode::OK, metrics.render());
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-                r
-            } else {
-                text(StatusCode::NOT_FOUND, "404 page not found\n")
-            };
+            let response =
+                if req.uri().path() == "/metrics" { answers::metrics(metrics.render()) } else { answers::not_found() };
             async move { Ok::<_, Infallible>(response) }
         });
         let conn = http.serve_connection(Conn::new(stream, Some(Duration::from_secs(5))), service);

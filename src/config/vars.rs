@@ -411,6 +411,24 @@ pub fn markdown() -> String {
     out
 }
 
+/// Checks that the generated block of `doc` (between `<!-- {marker} -->` and `<!-- end -->`) is
+/// `generated`; with `FWATCHDOG_UPDATE_DOCS` set, rewrites it instead.
+#[cfg(test)]
+pub fn check_generated(doc: &str, marker: &str, generated: &str) {
+    let path = format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+    let begin = format!("<!-- {marker} -->\n");
+    let start = text.find(&begin).unwrap_or_else(|| panic!("{doc}: no {begin:?}")) + begin.len();
+    let end = start + text[start..].find("<!-- end -->").unwrap_or_else(|| panic!("{doc}: no <!-- end -->"));
+    if text[start..end] != *generated {
+        assert!(
+            std::env::var_os("FWATCHDOG_UPDATE_DOCS").is_some(),
+            "{doc} is out of date; run FWATCHDOG_UPDATE_DOCS=1 cargo test docs_table"
+        );
+        std::fs::write(&path, format!("{}{generated}{}", &text[..start], &text[end..])).expect("rewrite the doc");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,19 +471,6 @@ mod tests {
     /// `FWATCHDOG_UPDATE_DOCS=1` to rewrite it after changing the table.
     #[test]
     fn docs_table_matches_the_variables() {
-        const BEGIN: &str = "<!-- variables: generated from src/config/vars.rs -->\n";
-        const END: &str = "<!-- end of variables -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
-        let doc = std::fs::read_to_string(path).expect("docs/configuration.md");
-        let start = doc.find(BEGIN).expect("the BEGIN marker in docs/configuration.md") + BEGIN.len();
-        let end = start + doc[start..].find(END).expect("the END marker in docs/configuration.md");
-        let table = markdown();
-        if doc[start..end] != table {
-            if std::env::var_os("FWATCHDOG_UPDATE_DOCS").is_some() {
-                std::fs::write(path, format!("{}{table}{}", &doc[..start], &doc[end..])).expect("write docs");
-            } else {
-                panic!("docs/configuration.md is out of date; run FWATCHDOG_UPDATE_DOCS=1 cargo test docs_table");
-            }
-        }
+        check_generated("docs/configuration.md", "variables: generated from src/config/vars.rs", &markdown());
     }
 }

@@ -1,12 +1,11 @@
-//! The modes: how a request for the function becomes a response. Each mode implements [`Mode`]
-//! and knows nothing about the others; the HTTP front (`server`) owns routing, health, limits and
-//! metrics and hands every function request to the configured mode.
+//! The modes: how a request for the function becomes a response. Each mode is a [`Handler`] and
+//! knows nothing about the others; the HTTP front (`server`) owns routing, health, limits and
+//! metrics and hands every function request to the configured mode. The three fork modes are one
+//! runner ([`fork`]) with a policy each.
 
-mod classic;
+mod fork;
 mod http;
-mod serializing;
 mod static_files;
-mod streaming;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,13 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::{Body, RequestBody};
 use crate::cgi;
-use crate::config::{Config, Mode as ModeName, go_duration};
+use crate::config::{Config, Mode, go_duration};
 use crate::function_logs::{self, LogStyle, Stream};
 use crate::process::{Child, Env};
 use crate::shutdown::Cancel;
@@ -30,9 +29,9 @@ use crate::shutdown::Cancel;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What every mode implements.
-pub trait Mode: Send + Sync + 'static {
+pub trait Handler: Send + Sync + 'static {
     /// Answers one request for the function.
-    fn call(self: Arc<Self>, req: Request<RequestBody>, ctx: Ctx) -> BoxFuture<Response<Body>>;
+    fn call(self: Arc<Self>, req: Request<RequestBody>, scope: Scope) -> BoxFuture<Response<Body>>;
 
     /// Resolves if the mode can no longer serve (the http mode's server died); the watchdog then
     /// exits with the returned code. Default: never.
@@ -52,9 +51,9 @@ pub trait Mode: Send + Sync + 'static {
     }
 }
 
-/// Per-request context from the HTTP front.
+/// What a function request brings from the HTTP front, and is bound by.
 #[derive(Clone)]
-pub struct Ctx {
+pub struct Scope {
     /// When the request's headers had been read.
     pub start: Instant,
     /// Set when the watchdog stops waiting for in-flight requests: answer now and kill the function.
@@ -80,51 +79,23 @@ impl Admission {
     }
 }
 
-impl Ctx {
+impl Scope {
     /// The instant `limit` after the request started, if there is a limit.
     pub fn deadline(&self, limit: Option<Duration>) -> Option<tokio::time::Instant> {
         limit.map(|l| tokio::time::Instant::from_std(self.start + l))
     }
 }
 
-/// Builds the configured mode (in http mode this starts the function; [`Mode::started`] waits until
-/// it listens).
-pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Mode>, String> {
+/// Builds the configured mode (in http mode this starts the function; [`Handler::started`] waits
+/// until it listens).
+pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Handler>, String> {
+    if let Some(policy) = fork::policy(cfg.mode) {
+        return Ok(Arc::new(fork::Fork::new(Arc::clone(cfg), policy)));
+    }
     match cfg.mode {
-        ModeName::Classic => Ok(Arc::new(classic::Classic::new(Arc::clone(cfg)))),
-        ModeName::Streaming => Ok(Arc::new(streaming::Streaming::new(Arc::clone(cfg)))),
-        ModeName::Serializing => Ok(Arc::new(serializing::Serializing::new(Arc::clone(cfg)))),
-        ModeName::Http => Ok(Arc::new(http::Http::start(cfg)?)),
-        ModeName::Static => Ok(Arc::new(static_files::StaticFiles::new(cfg)?)),
+        Mode::Http => Ok(Arc::new(http::Http::start(cfg)?)),
+        _ => Ok(Arc::new(static_files::StaticFiles::new(cfg)?)),
     }
-}
-
-/// A plain-text response, the shape of every error the watchdog itself produces.
-pub fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-/// 301 to `location`, with the request's query kept.
-pub fn redirect(location: String, query: Option<&str>) -> Response<Body> {
-    let location = match query {
-        Some(q) => format!("{location}?{q}"),
-        None => location,
-    };
-    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(hyper::header::LOCATION, location);
-    }
-    response
-}
-
-/// A response with no body and no Content-Type.
-pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    response
 }
 
 /// Why a request body could not be read.
@@ -236,7 +207,7 @@ pub fn human_size(bytes: u64) -> String {
 pub enum Interrupted {
     ExecTimeout,
     WriteTimeout,
-    /// The hard stop at shutdown ([`Ctx::cancel`]).
+    /// The hard stop at shutdown ([`Scope::cancel`]).
     Cancelled,
 }
 
@@ -270,25 +241,6 @@ impl Interrupted {
             }
         }
     }
-
-    /// The answer for a client that has had nothing yet; `None` for `ExecTimeout`, whose answer
-    /// differs between modes.
-    pub fn answer(self, cfg: &Config) -> Option<Response<Body>> {
-        match self {
-            Interrupted::ExecTimeout => None,
-            Interrupted::WriteTimeout => {
-                let limit = go_duration(cfg.write_timeout.unwrap_or_default());
-                Some(text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("Function did not respond within write_timeout ({limit}); it was killed.\n"),
-                ))
-            }
-            Interrupted::Cancelled => Some(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The watchdog is shutting down; the function was stopped.\n",
-            )),
-        }
-    }
 }
 
 /// Sleeps until `deadline`; without one, forever.
@@ -300,8 +252,8 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// `X-Duration-Seconds` (`%f`: six decimals) since the request started.
-pub fn with_duration(mut response: Response<Body>, ctx: &Ctx) -> Response<Body> {
-    response.headers_mut().insert("x-duration-seconds", Seconds(ctx.start.elapsed()).header());
+pub fn with_duration(mut response: Response<Body>, scope: &Scope) -> Response<Body> {
+    response.headers_mut().insert("x-duration-seconds", Seconds(scope.start.elapsed()).header());
     response
 }
 
@@ -339,27 +291,6 @@ pub fn log_output(pipe: Option<tokio::net::unix::pipe::Receiver>, stream: Stream
         let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
         tokio::spawn(function_logs::forward(pipe, stream, style));
     }
-}
-
-/// The body of a failed function's 500: `<error>\n<output>`.
-pub fn error_and_output(error: &str, output: Vec<u8>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(error.len() + 1 + output.len());
-    body.extend_from_slice(error.as_bytes());
-    body.push(b'\n');
-    body.extend_from_slice(&output);
-    body
-}
-
-/// 405 for `CONNECT`: no function can open a tunnel, and a 2xx would tell the client one is open.
-pub fn connect_refused() -> Response<Body> {
-    text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not passed to the function\n")
-}
-
-/// 400 for a request body that could not be read; the connection is closed after it.
-pub fn bad_body(error: &dyn std::fmt::Display) -> Response<Body> {
-    let mut response = text(StatusCode::BAD_REQUEST, format!("{error}\n"));
-    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// Reads the whole request body, giving up at `deadline`.

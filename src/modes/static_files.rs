@@ -19,11 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, IF_MODIFIED_SINCE, LAST_MODIFIED};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, IF_MODIFIED_SINCE, LAST_MODIFIED};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{BoxFuture, Ctx, Mode, empty, redirect, text};
+use super::{BoxFuture, Handler, Scope};
+use crate::answers;
 use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::Config;
@@ -52,8 +53,8 @@ struct Found {
     content_type: &'static str,
 }
 
-impl Mode for StaticFiles {
-    fn call(self: Arc<Self>, req: Request<RequestBody>, _ctx: Ctx) -> BoxFuture<Response<Body>> {
+impl Handler for StaticFiles {
+    fn call(self: Arc<Self>, req: Request<RequestBody>, _scope: Scope) -> BoxFuture<Response<Body>> {
         Box::pin(async move { self.handle(req).await })
     }
 }
@@ -76,11 +77,7 @@ impl StaticFiles {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
-            _ => {
-                let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
-                response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-                return response;
-            }
+            _ => return answers::method_not_allowed(Some("GET, HEAD")),
         };
         let since = req.headers().get(IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
         let path = req.uri().path().to_string();
@@ -88,8 +85,8 @@ impl StaticFiles {
         // canonicalize, open and fstat block: keep them off the runtime's threads.
         match tokio::task::spawn_blocking(move || resolve(&this.root, &path)).await {
             Ok(Target::File(found)) => serve(found, head, since),
-            Ok(Target::Redirect(location)) => redirect(location, req.uri().query()),
-            Ok(Target::Missing) | Err(_) => not_found(),
+            Ok(Target::Redirect(location)) => answers::redirect(&location, req.uri().query()),
+            Ok(Target::Missing) | Err(_) => answers::not_found(),
         }
     }
 }
@@ -168,7 +165,7 @@ fn serve(found: Found, head: bool, since: Option<SystemTime>) -> Response<Body> 
     if let (Some(modified), Some(since)) = (modified, since)
         && modified <= since
     {
-        let mut response = empty(StatusCode::NOT_MODIFIED);
+        let mut response = answers::status_only(StatusCode::NOT_MODIFIED);
         response.headers_mut().extend(last_modified.map(|v| (LAST_MODIFIED, v)));
         return response;
     }
@@ -179,13 +176,6 @@ fn serve(found: Found, head: bool, since: Option<SystemTime>) -> Response<Body> 
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(found.content_type));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.extend(last_modified.map(|v| (LAST_MODIFIED, v)));
-    response
-}
-
-/// Go's `http.NotFound`.
-fn not_found() -> Response<Body> {
-    let mut response = text(StatusCode::NOT_FOUND, "404 page not found\n");
-    response.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     response
 }
 

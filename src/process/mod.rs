@@ -377,14 +377,17 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
     let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &data[written..]).await;
 }
 
-/// The buffered exchange: writes `input` to the function's stdin while reading its stdout into
-/// `output`, until stdout has ended and the function has exited. When the function exits while a
-/// descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no longer. Dropping
-/// the future part-way leaves what was read in `output`.
-pub async fn exchange(child: &mut Child, input: Bytes, output: &mut Vec<u8>) {
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let child = &*child;
+/// The buffered exchange: writes `input` to the function's stdin (and closes it) while reading its
+/// stdout into `output`, until stdout has ended and the function has exited. When the function
+/// exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no
+/// longer. Dropping the future part-way leaves what was read in `output`.
+pub async fn exchange(
+    child: &Child,
+    stdin: Option<OwnedFd>,
+    stdout: Option<pipe::Receiver>,
+    input: Bytes,
+    output: &mut Vec<u8>,
+) {
     let write = async move {
         if let Some(stdin) = stdin {
             feed(stdin, &input).await;

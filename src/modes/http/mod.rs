@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hyper::{Request, Response};
 use tokio::sync::watch;
 
-use super::{BoxFuture, Ctx, Mode};
+use super::{BoxFuture, Handler, Scope};
 use crate::body::{Body, RequestBody};
 use crate::config::{Config, UpstreamUrl, go_duration};
 use crate::process;
@@ -29,7 +29,7 @@ pub struct Http {
 }
 
 impl Http {
-    /// Starts the function; [`Mode::started`] then waits until it listens.
+    /// Starts the function; [`Handler::started`] then waits until it listens.
     pub fn start(cfg: &Arc<Config>) -> Result<Http, String> {
         let upstream = cfg.upstream_url.clone().ok_or("upstream_url: mode=http needs it")?;
         let child = Supervisor::spawn(cfg)?;
@@ -37,9 +37,9 @@ impl Http {
     }
 }
 
-impl Mode for Http {
-    fn call(self: Arc<Self>, req: Request<RequestBody>, ctx: Ctx) -> BoxFuture<Response<Body>> {
-        Box::pin(async move { self.forward(req, ctx).await })
+impl Handler for Http {
+    fn call(self: Arc<Self>, req: Request<RequestBody>, scope: Scope) -> BoxFuture<Response<Body>> {
+        Box::pin(async move { self.forward(req, scope).await })
     }
 
     /// Resolves once the function accepts connections on `upstream_url`; fails when it exits first

@@ -37,8 +37,9 @@ use tokio::time::Sleep;
 use super::Http;
 use super::connector::{Connector, Handle};
 use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
-use crate::modes::{AccessLog, Admission, BodyError, Ctx, bad_body, connect_refused, read_body, text, with_duration};
+use crate::modes::{AccessLog, Admission, BodyError, Scope, read_body, with_duration};
 use crate::shutdown::Cancel;
 
 pub type Client = legacy::Client<Connector, Upload>;
@@ -107,19 +108,19 @@ impl Outgoing {
 }
 
 impl Http {
-    pub(super) async fn forward(&self, mut req: Request<RequestBody>, ctx: Ctx) -> Response<Body> {
+    pub(super) async fn forward(&self, mut req: Request<RequestBody>, scope: Scope) -> Response<Body> {
         let upgrade = websocket_upgrade(req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let log = AccessLog::new(&parts, self.cfg.log_callid);
         if parts.method == Method::CONNECT {
-            return internal(log, &ctx, connect_refused());
+            return finish(log, &scope, answers::method_not_allowed(None));
         }
         let limit =
-            Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(ctx.start + l.after), l));
+            Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(scope.start + l.after), l));
         let uri = match uri_for(&self.upstream, &parts.uri) {
             Ok(uri) => uri,
-            Err(e) => return answer(log, &ctx, StatusCode::BAD_REQUEST, format!("invalid request target: {e}\n")),
+            Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
         };
         let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
         let mut headers = parts.headers;
@@ -128,37 +129,35 @@ impl Http {
 
         let link = Link::default();
         let result = tokio::select! {
-            result = self.exchange(outgoing, body, &ctx, &link) => result,
+            result = self.exchange(outgoing, body, &scope, &link) => result,
             limit = expired(limit) => {
                 // While the request still holds its connection (see `Link::end`).
                 link.end();
                 log::info!("Upstream HTTP killed due to {limit}");
-                let message = format!("The function did not answer within {limit}\n");
-                return answer(log, &ctx, StatusCode::GATEWAY_TIMEOUT, message);
+                return finish(log, &scope, answers::gateway_timeout(&limit));
             }
-            () = ctx.cancel.cancelled() => {
+            () = scope.cancel.cancelled() => {
                 link.end();
-                let message = "The watchdog is shutting down; the request was stopped.\n";
-                return answer(log, &ctx, StatusCode::SERVICE_UNAVAILABLE, message);
+                return finish(log, &scope, answers::shutting_down());
             }
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(Failure::Body(why)) => return internal(log, &ctx, bad_body(&why)),
-            Err(Failure::Upstream(e)) => return bad_gateway(log, &ctx, &one_line(&e)),
+            Err(Failure::Body(why)) => return finish(log, &scope, answers::bad_request(&why)),
+            Err(Failure::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
         };
 
         let status = response.status();
         let tunnel = match (status, client_upgrade) {
             (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some((client, hyper::upgrade::on(&mut response))),
             (StatusCode::SWITCHING_PROTOCOLS, None) => {
-                return bad_gateway(log, &ctx, "the function switched protocols without being asked");
+                return bad_gateway(log, &scope, "the function switched protocols without being asked");
             }
             _ => None,
         };
         let (mut head, body) = response.into_parts();
         if let Err(why) = check_framing(&mut head.headers) {
-            return bad_gateway(log, &ctx, &why);
+            return bad_gateway(log, &scope, &why);
         }
         let upgrade = tunnel.as_ref().and_then(|_| head.headers.get(UPGRADE).cloned());
         remove_hop_by_hop(&mut head.headers, upgrade);
@@ -166,14 +165,14 @@ impl Http {
         head.version = Version::HTTP_11;
         let body = match tunnel {
             Some((client, upstream)) => {
-                log.write(status, 0, ctx.start.elapsed());
-                let cancel = ctx.cancel.clone();
-                tokio::spawn(tunnel_between(client, upstream, limit, cancel, ctx.admission.clone()));
+                log.write(status, 0, scope.start.elapsed());
+                let cancel = scope.cancel.clone();
+                tokio::spawn(tunnel_between(client, upstream, limit, cancel, scope.admission.clone()));
                 Body::empty()
             }
-            None => Body::stream(Relay::new(body, limit, &ctx, log, status, link)),
+            None => Body::stream(Relay::new(body, limit, &scope, log, status, link)),
         };
-        with_duration(Response::from_parts(head, body), &ctx)
+        with_duration(Response::from_parts(head, body), &scope)
     }
 
     /// Sends the request once the function listens, and waits for the response headers.
@@ -181,7 +180,7 @@ impl Http {
         &self,
         mut out: Outgoing,
         body: RequestBody,
-        ctx: &Ctx,
+        scope: &Scope,
         link: &Link,
     ) -> Result<Response<Incoming>, Failure> {
         let failure = Arc::new(OnceLock::new());
@@ -189,7 +188,7 @@ impl Http {
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
-                let deadline = ctx.deadline(self.cfg.read_timeout);
+                let deadline = scope.deadline(self.cfg.read_timeout);
                 let bytes = read_body(body, deadline).await.map_err(|e| Failure::Body(e.to_string()))?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
                 if out.framed || !bytes.is_empty() {
@@ -199,7 +198,7 @@ impl Http {
             }
             body if body.is_end_stream() => (Body::empty(), Some(Bytes::new())),
             body => {
-                let timeout = ctx.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
+                let timeout = scope.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
                 (Body::stream(ClientBody { body, timeout, failure: Arc::clone(&failure) }), None)
             }
         };
@@ -242,23 +241,16 @@ impl Http {
     }
 }
 
-/// A response the watchdog makes itself: one line, `X-Duration-Seconds`, and
-/// `X-OpenFaaS-Internal: of-watchdog` so that callers can tell it from the function's own.
-fn answer(log: AccessLog, ctx: &Ctx, status: StatusCode, message: impl Into<Body>) -> Response<Body> {
-    internal(log, ctx, text(status, message))
-}
-
-/// Marks and logs a response that the watchdog made itself (see [`answer`]).
-fn internal(log: AccessLog, ctx: &Ctx, response: Response<Body>) -> Response<Body> {
-    let mut response = with_duration(response, ctx);
-    response.headers_mut().insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
-    log.response(&response, ctx.start);
+/// An answer the watchdog makes itself, with `X-Duration-Seconds` and its log line.
+fn finish(log: AccessLog, scope: &Scope, response: Response<Body>) -> Response<Body> {
+    let response = with_duration(response, scope);
+    log.response(&response, scope.start);
     response
 }
 
-fn bad_gateway(log: AccessLog, ctx: &Ctx, why: &str) -> Response<Body> {
+fn bad_gateway(log: AccessLog, scope: &Scope, why: &str) -> Response<Body> {
     log::info!("Upstream HTTP request error: {why}");
-    answer(log, ctx, StatusCode::BAD_GATEWAY, format!("Upstream HTTP request error: {why}\n"))
+    finish(log, scope, answers::bad_gateway(why))
 }
 
 /// Resolves with the request's limit when its deadline passes; without a limit, never.
@@ -455,19 +447,19 @@ impl Relay {
     fn new(
         body: Incoming,
         limit: Option<(tokio::time::Instant, Limit)>,
-        ctx: &Ctx,
+        scope: &Scope,
         log: AccessLog,
         status: StatusCode,
         link: Link,
     ) -> Relay {
-        let cancel = ctx.cancel.clone();
+        let cancel = scope.cancel.clone();
         Relay {
             body,
             limit: limit.map(|(deadline, limit)| (Box::pin(tokio::time::sleep_until(deadline)), limit)),
             cancel: Box::pin(async move { cancel.cancelled().await }),
             log,
             status,
-            start: ctx.start,
+            start: scope.start,
             bytes: 0,
             link,
         }

@@ -1,0 +1,299 @@
+//! The fork modes, classic, serializing and streaming: one process per request, run by one runner.
+//! It checks the method, gives the function its environment, starts it, feeds it the request body,
+//! collects or streams its output, races the time limits, kills and reaps it, and answers; a
+//! [`Policy`] per mode chooses between the ways of doing each step and the answer to each outcome.
+//!
+//! `exec_timeout` counts from the function's start in all three (in streaming mode that is the
+//! request's arrival: the body is not read first), `write_timeout` from the request's arrival.
+
+mod policy;
+mod run;
+mod stream;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::{
+    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, function_env, log_stderr, read_body,
+};
+use crate::answers;
+use crate::body::{Body, RequestBody};
+use crate::config::{Config, go_duration};
+use crate::logging::{self, Output};
+use crate::process::{self, Child, Program, Spec, Stderr};
+use crate::{cgi, marshal};
+pub use policy::Policy;
+pub use policy::of as policy;
+use policy::{Io, Log, TimeoutAnswer};
+use run::{Ending, Limits, Outcome};
+
+pub struct Fork {
+    cfg: Arc<Config>,
+    program: Program,
+    policy: &'static Policy,
+}
+
+impl Handler for Fork {
+    fn call(self: Arc<Self>, req: Request<RequestBody>, scope: Scope) -> BoxFuture<Response<Body>> {
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let log = RequestLog::new(self.policy, &self.cfg, &parts);
+            if !self.policy.methods.allow(&parts.method) {
+                return log.done(answers::method_not_allowed(self.policy.methods.list()), &scope);
+            }
+            if self.cfg.debug_headers {
+                print_headers("[in]", &parts.headers);
+            }
+            match self.policy.io {
+                Io::Buffered => {
+                    let response = self.buffered(&parts, body, &scope, &log).await;
+                    log.done(response, &scope)
+                }
+                Io::Streamed => stream::respond(self, parts, body, scope, log).await,
+            }
+        })
+    }
+}
+
+impl Fork {
+    pub fn new(cfg: Arc<Config>, policy: &'static Policy) -> Fork {
+        Fork { program: Program::new(&cfg.argv), cfg, policy }
+    }
+
+    /// Reads the body, runs the function with it and answers with its output.
+    async fn buffered(&self, parts: &Parts, body: RequestBody, scope: &Scope, log: &RequestLog) -> Response<Body> {
+        let cfg = &*self.cfg;
+        log.forking();
+        let body = match read_body(body, scope.deadline(cfg.read_timeout)).await {
+            Ok(body) => body,
+            Err(e) => {
+                log.debug(format_args!("Error={e}, ReadLen=0"));
+                return answers::bad_request(&e);
+            }
+        };
+        log.debug(format_args!("Query  {}", parts.uri.query().unwrap_or("")));
+        log.debug(format_args!("Path  {}", parts.uri.path()));
+        let input = if cfg.marshal_request { Bytes::from(marshal::encode(&parts.headers, &body)) } else { body };
+        let mut child = match self.spawn(parts, scope) {
+            Ok(child) => child,
+            Err(error) => return self.failure(&error, &[], scope),
+        };
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let mut output = Vec::new();
+        let outcome = run::run(child, stdin, self.limits(scope), cfg, async |child: &Child, stdin: &mut _| {
+            process::exchange(child, Option::take(stdin), stdout, input, &mut output).await;
+            Ending::Exited
+        })
+        .await;
+        self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope)
+    }
+
+    /// Starts the function for one request; it holds the request's admission until it is reaped.
+    fn spawn(&self, parts: &Parts, scope: &Scope) -> Result<Child, String> {
+        let env = function_env(&self.cfg, parts);
+        // `combine_output` is classic's; the other modes never set it.
+        let stderr = if self.cfg.combine_output { Stderr::Merged } else { Stderr::Piped };
+        let mut child = Child::spawn(&Spec { program: &self.program, env: &env, stderr }).map_err(|e| e.to_string())?;
+        child.hold_until_reaped(scope.admission.clone());
+        log_stderr(&mut child, &self.cfg);
+        Ok(child)
+    }
+
+    /// The limits of a run that starts now.
+    fn limits(&self, scope: &Scope) -> Limits {
+        Limits {
+            exec: self.cfg.exec_timeout.map(|limit| Instant::now() + limit),
+            write: scope.deadline(self.cfg.write_timeout),
+            cancel: scope.cancel.clone(),
+        }
+    }
+
+    /// What the policy makes of how a run ended.
+    fn verdict<'a>(&self, outcome: &'a Outcome) -> Verdict<'a> {
+        match (&outcome.ending, outcome.error()) {
+            (Ending::Interrupted(Interrupted::ExecTimeout), _)
+                if self.policy.exec_timeout == TimeoutAnswer::RequestTimeout =>
+            {
+                Verdict::TimedOut
+            }
+            (Ending::Interrupted(Interrupted::WriteTimeout), _) => Verdict::WriteTimeout,
+            (Ending::Interrupted(Interrupted::Cancelled), _) => Verdict::ShuttingDown,
+            (Ending::InputBroken(e), _) => Verdict::BadInput(e),
+            (_, Some(error)) => Verdict::Failed(error),
+            (_, None) => Verdict::Success,
+        }
+    }
+
+    /// The answer to a run, when nothing of it was sent yet.
+    fn answer(
+        &self,
+        outcome: &Outcome,
+        output: Vec<u8>,
+        request_type: Option<&HeaderValue>,
+        scope: &Scope,
+    ) -> Response<Body> {
+        match self.verdict(outcome) {
+            Verdict::Success => self.success(output, request_type, scope),
+            Verdict::Failed(error) => self.failure(&error, &output, scope),
+            Verdict::TimedOut => self.timed(answers::request_timeout(), scope),
+            Verdict::WriteTimeout => {
+                let limit = format!("write_timeout ({})", go_duration(self.cfg.write_timeout.unwrap_or_default()));
+                self.timed(answers::gateway_timeout(&limit), scope)
+            }
+            Verdict::ShuttingDown => self.timed(answers::shutting_down(), scope),
+            Verdict::BadInput(e) => answers::bad_request(e),
+        }
+    }
+
+    /// 200 with the function's output.
+    fn success(&self, output: Vec<u8>, request_type: Option<&HeaderValue>, scope: &Scope) -> Response<Body> {
+        let cfg = &*self.cfg;
+        let seconds = Seconds(scope.start.elapsed());
+        let length = output.len();
+        let output = Bytes::from(output);
+        if cfg.write_debug {
+            // Whole and at once, as Go's `os.Stdout.Write`: a last line without a newline too.
+            logging::pass_on(Output::Stdout, output.clone());
+        }
+        let mut response = self.timed(Response::new(Body::from(output)), scope);
+        let echoed = request_type.filter(|_| self.policy.echo_request_type);
+        if let Some(content_type) = cfg.content_type.as_ref().or(echoed) {
+            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+        }
+        if cfg.debug_headers {
+            print_headers("[out]", response.headers());
+        }
+        if self.policy.log == Log::Classic {
+            // Go logs one or the other: the output when it was written out, else its size.
+            if cfg.write_debug {
+                log::info!("Duration: {seconds}s");
+            } else {
+                log::info!("Wrote {length} Bytes - Duration: {seconds}s");
+            }
+        }
+        response
+    }
+
+    /// 500 with `<error>\n<output>`.
+    fn failure(&self, error: &str, output: &[u8], scope: &Scope) -> Response<Body> {
+        if self.cfg.write_debug {
+            log::info!("Success=false, Error={error}");
+            log::info!("Out={}", String::from_utf8_lossy(output));
+        } else {
+            log::info!("Function failed: {error}");
+        }
+        let mut response = self.timed(answers::function_failed(error, output), scope);
+        if self.policy.failure_has_content_type
+            && let Some(content_type) = &self.cfg.content_type
+        {
+            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+        }
+        response
+    }
+
+    /// With `X-Duration-Seconds`, if the mode sends it.
+    fn timed(&self, mut response: Response<Body>, scope: &Scope) -> Response<Body> {
+        if self.policy.duration_header {
+            response.headers_mut().insert("x-duration-seconds", Seconds(scope.start.elapsed()).header());
+        }
+        response
+    }
+}
+
+/// The answer to a run, before it is built.
+enum Verdict<'a> {
+    Success,
+    /// The function failed: 500 with the error and the output.
+    Failed(String),
+    /// `exec_timeout` with [`TimeoutAnswer::RequestTimeout`]: 408.
+    TimedOut,
+    /// 504.
+    WriteTimeout,
+    /// The hard stop at shutdown: 503.
+    ShuttingDown,
+    /// The request body broke off: 400.
+    BadInput(&'a BodyError),
+}
+
+impl Verdict<'_> {
+    fn status(&self) -> StatusCode {
+        match self {
+            Verdict::Success => StatusCode::OK,
+            Verdict::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Verdict::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Verdict::WriteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Verdict::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Verdict::BadInput(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// What the log says about one request, as the mode's [`Log`] style wants it.
+struct RequestLog {
+    style: Log,
+    write_debug: bool,
+    access: Option<AccessLog>,
+}
+
+impl RequestLog {
+    fn new(policy: &Policy, cfg: &Config, parts: &Parts) -> RequestLog {
+        let access = (policy.log == Log::Access).then(|| AccessLog::new(parts, cfg.log_callid));
+        RequestLog { style: policy.log, write_debug: cfg.write_debug, access }
+    }
+
+    /// Classic: `Forking fprocess.` once the request is taken.
+    fn forking(&self) {
+        if self.style == Log::Classic {
+            log::info!("Forking fprocess.");
+        }
+    }
+
+    /// A `write_debug` line.
+    fn debug(&self, line: std::fmt::Arguments<'_>) {
+        if self.write_debug {
+            log::info!("{line}");
+        }
+    }
+
+    /// The request's line, for an answer whose body is all there.
+    fn done(&self, response: Response<Body>, scope: &Scope) -> Response<Body> {
+        if let Some(access) = &self.access {
+            access.response(&response, scope.start);
+        }
+        response
+    }
+
+    /// The request's line, for a streamed answer once it is over.
+    fn streamed(&self, status: StatusCode, bytes: u64, scope: &Scope) {
+        if let Some(access) = &self.access {
+            access.write(status, bytes, scope.start.elapsed());
+        }
+    }
+}
+
+/// `debug_headers`: `[in] Name=[value]`, one line per header, on stdout.
+fn print_headers(direction: &str, headers: &HeaderMap) {
+    let mut out = String::new();
+    for name in headers.keys() {
+        let values: Vec<String> =
+            headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        let _ = writeln!(out, "{direction} {}=[{}]", cgi::canonical_name(name.as_str()), values.join(" "));
+    }
+    logging::pass_on(Output::Stdout, Bytes::from(out));
+}
+
+impl policy::Methods {
+    /// The `Allow` header of a 405, when the allowed methods are a short list.
+    fn list(self) -> Option<&'static str> {
+        match self {
+            policy::Methods::Classic => Some("GET, POST, PUT, PATCH, DELETE"),
+            policy::Methods::AllButConnect => None,
+        }
+    }
+}

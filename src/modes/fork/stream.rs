@@ -1,0 +1,287 @@
+//! Streamed runs ([`super::Io::Streamed`]): full duplex. The request body goes into the function's
+//! STDIN as it arrives while its STDOUT goes back, chunked, as it is written. Output is read only
+//! when the response asks for more, so a client that reads slowly slows the function down instead
+//! of filling memory.
+//!
+//! The status goes out with the first output byte. A function that ends without writing anything
+//! gets the whole answer the policy gives (200 on exit 0, else 500 with the error). A failure once
+//! output has started (an exit status, a signal, a time limit, the hard stop, a request body that
+//! broke off) cuts the response: it ends without its last chunk, so that no client takes it for
+//! complete, and it is logged and counted with the status it would have had. HEAD: the first
+//! output decides the status, then the function is stopped.
+//!
+//! A task per request (the pump) owns the run and moves the bytes; the response body only takes
+//! chunks from it. When the client goes away the body is dropped, the pump sees its channel closed
+//! and the run ends.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper::header::CONTENT_TYPE;
+use hyper::http::request::Parts;
+use hyper::{Method, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, mpsc};
+
+use super::run::{self, Ending, Limits};
+use super::{Fork, RequestLog};
+use crate::answers;
+use crate::body::{Body, Cut, RequestBody};
+use crate::modes::{BodyError, Scope, human_size};
+use crate::process::{Child, OUTPUT_GRACE};
+
+/// The most output read at once: one pipe's worth.
+const CHUNK: usize = 64 * 1024;
+
+/// What the pump tells the response.
+enum Event {
+    /// Output, in order; never empty.
+    Data(Bytes),
+    /// All output was sent and the function is gone.
+    End,
+    /// Output was sent, then the run failed: the response ends without its last chunk. The status
+    /// is the one it would have had.
+    Cut(StatusCode),
+    /// The function ended without output: this is the whole answer.
+    Whole(Response<Body>),
+}
+
+/// Starts the function and answers with its output as it comes.
+pub async fn respond(
+    fork: Arc<Fork>,
+    parts: Parts,
+    body: RequestBody,
+    scope: Scope,
+    log: RequestLog,
+) -> Response<Body> {
+    let mut child = match fork.spawn(&parts, &scope) {
+        Ok(child) => child,
+        Err(error) => return log.done(fork.failure(&error, &[], &scope), &scope),
+    };
+    let stdin = match child.stdin.take().map(pipe::Sender::from_owned_fd_unchecked).transpose() {
+        Ok(stdin) => stdin,
+        Err(e) => {
+            let error = format!("cannot write to the function's stdin: {e}");
+            return log.done(fork.failure(&error, &[], &scope), &scope);
+        }
+    };
+    let head = parts.method == Method::HEAD;
+    let (tx, mut events) = mpsc::channel(1);
+    let demand = Arc::new(Notify::new());
+    let pump = Pump { tx, demand: Arc::clone(&demand), head, sent: 0 };
+    let limits = fork.limits(&scope);
+    tokio::spawn(pump.run(Arc::clone(&fork), child, stdin, body, limits, scope, log));
+    let content_type = fork.cfg.content_type.as_ref();
+    let started = |body: Body| {
+        let mut response = Response::new(body);
+        response.headers_mut().extend(content_type.map(|value| (CONTENT_TYPE, value.clone())));
+        response
+    };
+    match events.recv().await {
+        Some(Event::Data(_)) if head => started(Body::empty()),
+        Some(Event::Data(first)) => started(Body::stream(Output { first: Some(first), events, demand, asked: false })),
+        Some(Event::Whole(response)) => response,
+        Some(Event::End | Event::Cut(_)) | None => answers::output_lost(),
+    }
+}
+
+/// One request's run, and the bytes to and from it.
+struct Pump {
+    tx: mpsc::Sender<Event>,
+    /// Notified by the response when it wants the next chunk.
+    demand: Arc<Notify>,
+    /// A HEAD request: only the first output is needed.
+    head: bool,
+    /// Output bytes handed to the response so far.
+    sent: u64,
+}
+
+impl Pump {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        mut self,
+        fork: Arc<Fork>,
+        mut child: Child,
+        stdin: Option<pipe::Sender>,
+        body: RequestBody,
+        limits: Limits,
+        scope: Scope,
+        log: RequestLog,
+    ) {
+        let stdout = child.stdout.take();
+        let idle = fork.cfg.read_timeout;
+        let outcome = run::run(child, stdin, limits, &fork.cfg, async |child: &Child, stdin: &mut _| {
+            self.exchange(child, stdout, stdin, body, idle).await
+        })
+        .await;
+        self.finish(&fork, outcome, &scope, &log).await;
+    }
+
+    /// Moves output to the response and input to the function until the function has exited and
+    /// its output has ended, or the client goes away, or the input breaks off.
+    async fn exchange(
+        &mut self,
+        child: &Child,
+        mut stdout: Option<pipe::Receiver>,
+        stdin: &mut Option<pipe::Sender>,
+        body: RequestBody,
+        idle: Option<Duration>,
+    ) -> Ending {
+        // Created once: polling a fresh `exited()` would ask the kernel on every pass of the loop.
+        let exit = child.exited();
+        let feed = feed(body, stdin, idle);
+        tokio::pin!(feed, exit);
+        let mut feeding = true;
+        let mut exited = false;
+        // The first output is always wanted (it decides the status); after it, a chunk is read
+        // only when the response asks for one, so nothing waits between the pipe and hyper.
+        let mut wanted = true;
+        let mut buf = BytesMut::new();
+        loop {
+            if exited && stdout.is_none() {
+                return Ending::Exited;
+            }
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => return Ending::ClientGone,
+                result = &mut feed, if feeding => match result {
+                    Ok(()) => feeding = false,
+                    Err(e) => return Ending::InputBroken(e),
+                },
+                () = self.demand.notified(), if !wanted => wanted = true,
+                chunk = read_chunk(stdout.as_mut(), &mut buf, exited), if wanted && stdout.is_some() => match chunk {
+                    Some(chunk) => {
+                        wanted = false;
+                        let len = chunk.len() as u64;
+                        // The response asked because it holds nothing: there is room.
+                        if self.tx.try_send(Event::Data(chunk)).is_err() {
+                            return Ending::ClientGone;
+                        }
+                        if self.head {
+                            return Ending::HeadSent;
+                        }
+                        self.sent += len;
+                    }
+                    None => stdout = None,
+                },
+                () = &mut exit, if !exited => exited = true,
+            }
+        }
+    }
+
+    /// Ends the response: the whole answer if no output was sent, else the end of the stream, or
+    /// its cut when the run failed.
+    async fn finish(self, fork: &Fork, outcome: run::Outcome, scope: &Scope, log: &RequestLog) {
+        match outcome.ending {
+            Ending::HeadSent => return log.streamed(StatusCode::OK, 0, scope),
+            Ending::ClientGone if self.sent == 0 => return,
+            Ending::ClientGone => return log.streamed(StatusCode::OK, self.sent, scope),
+            _ => {}
+        }
+        if self.sent == 0 {
+            let answer = log.done(fork.answer(&outcome, Vec::new(), None, scope), scope);
+            let _ = self.tx.send(Event::Whole(answer)).await;
+            return;
+        }
+        if let Some(error) = outcome.error() {
+            log::info!("Function failed: {error} (after {} of output)", human_size(self.sent));
+        }
+        let status = fork.verdict(&outcome).status();
+        let event = if status == StatusCode::OK {
+            Event::End
+        } else {
+            log::info!("Response cut after {} of output: it failed with {}", human_size(self.sent), status.as_u16());
+            Event::Cut(status)
+        };
+        log.streamed(status, self.sent, scope);
+        let _ = self.tx.send(event).await;
+    }
+}
+
+/// The next piece of output; `None` at its end. Once the function has exited, output that stays
+/// silent for [`OUTPUT_GRACE`] has ended too: only a descendant can still hold it open.
+async fn read_chunk(stdout: Option<&mut pipe::Receiver>, buf: &mut BytesMut, exited: bool) -> Option<Bytes> {
+    let stdout = stdout?;
+    buf.reserve(CHUNK);
+    let read = stdout.read_buf(buf);
+    let n = if exited { tokio::time::timeout(OUTPUT_GRACE, read).await.ok()? } else { read.await };
+    match n {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(buf.split().freeze()),
+    }
+}
+
+/// Copies the request body into the function's stdin as it arrives, then closes stdin (sets it to
+/// `None`). Waiting longer than `idle` for the next piece of body is an error, and then stdin is
+/// left open: the run closes it only once the function is dead. A function that stops reading its
+/// input is not an error: the rest of the body is just not wanted.
+async fn feed(
+    mut body: RequestBody,
+    stdin: &mut Option<pipe::Sender>,
+    idle: Option<Duration>,
+) -> Result<(), BodyError> {
+    while let Some(pipe) = stdin.as_mut() {
+        let frame = match idle {
+            Some(limit) => tokio::time::timeout(limit, body.frame()).await.map_err(|_| BodyError::Timeout)?,
+            None => body.frame().await,
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(BodyError::Broken(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+        };
+        if pipe.write_all(&data).await.is_err() {
+            break;
+        }
+    }
+    *stdin = None;
+    Ok(())
+}
+
+/// The response body: chunks from the pump, each asked for when hyper wants more.
+struct Output {
+    first: Option<Bytes>,
+    events: mpsc::Receiver<Event>,
+    demand: Arc<Notify>,
+    /// The pump was asked for a chunk that has not come yet.
+    asked: bool,
+}
+
+impl hyper::body::Body for Output {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let Poll::Ready(event) = this.events.poll_recv(cx) else {
+            if !this.asked {
+                this.asked = true;
+                this.demand.notify_one();
+            }
+            return Poll::Pending;
+        };
+        this.asked = false;
+        Poll::Ready(match event {
+            Some(Event::Data(chunk)) => Some(Ok(Frame::data(chunk))),
+            Some(Event::End) => None,
+            Some(Event::Cut(status)) => Some(Err(Cut::error(status, "the function failed after its output started"))),
+            // Only a panicking pump ends without saying so: don't pass a cut-off stream as whole.
+            Some(Event::Whole(_)) | None => {
+                Some(Err(Cut::error(StatusCode::INTERNAL_SERVER_ERROR, "the function's output was lost")))
+            }
+        })
+    }
+}
