@@ -1,7 +1,6 @@
 //! fwbench: the helper programs of `bench/run.sh` (std only, never part of the watchdog's build).
+//! The spawn ceiling is `spawn.c`, a bare C loop, so that its CPU per spawn is the floor.
 //!
-//! - `ceiling THREADS SECONDS`: the spawn ceiling, how many `cat` round trips per second this
-//!   machine can do at all (the most any fork-per-request server could serve).
 //! - `upstream ADDR`: a trivial HTTP/1.1 keep-alive server that echoes request bodies (the function
 //!   of the http-mode row, and the "direct" baseline it is compared with).
 //! - `start-time BIN RUNS`: time from exec of BIN to its first 200 on `/_/health`, median of RUNS.
@@ -9,7 +8,6 @@
 //!   timeout.
 //! - `port`: prints a free TCP port on 127.0.0.1.
 
-mod ceiling;
 mod probe;
 mod upstream;
 
@@ -19,12 +17,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["ceiling", threads, seconds] => ceiling::run(number(threads), number(seconds)),
         ["upstream", addr] => upstream::run(addr),
         ["start-time", bin, runs] => probe::start_time(bin, number(runs)),
         ["wait", port, pid, seconds] => return probe::wait(number(port), number(pid), number(seconds)),
         ["port"] => probe::free_port().map(|port| println!("{port}")),
-        _ => Err("usage: fwbench ceiling THREADS SECONDS | upstream ADDR | start-time BIN RUNS | \
+        _ => Err("usage: fwbench upstream ADDR | start-time BIN RUNS | \
                   wait PORT PID SECONDS | port"
             .into()),
     };
