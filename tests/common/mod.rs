@@ -78,6 +78,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// For a test that cannot run here because `why` (a tool is missing or not permitted). In CI
+/// (`CI=true`) that fails the test: CI installs every tool, so a missing one is a broken setup
+/// that would otherwise pass unnoticed. Elsewhere the test is skipped, and says so on the
+/// terminal, past the harness's capture of `eprintln!`, so that every run shows it. The caller
+/// returns right after.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    if in_ci() {
+        panic!("{test}: {why} (CI=true: a missing tool fails the test instead of skipping it)");
+    }
+    let _ = writeln!(io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
+/// Whether the tests run in CI (`CI=true`, as CI services set it; `.ci/run` sets it too).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
