@@ -61,11 +61,22 @@ fn main() -> ExitCode {
     init::split_if_pid1();
     logging::init();
     log::info!("Version: {VERSION}\tSHA: {SHA}");
+    let code = serve();
+    // A log that nobody reads must not keep the watchdog from exiting.
+    logging::flush(LOG_FLUSH_LIMIT);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// How long the exit waits for the log to be written out.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// Loads the configuration and runs the server; returns the exit code.
+fn serve() -> i32 {
     let cfg = match Config::from_env() {
         Ok(cfg) => cfg,
         Err(e) => {
             log::error!("{e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     raise_fd_limit();
@@ -74,12 +85,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             log::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     let code = runtime.block_on(server::run(Arc::new(cfg)));
     runtime.shutdown_timeout(Duration::from_millis(100));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    code
 }
 
 /// `--run-healthcheck`: exit 0 iff the lock file exists. Needs no other configuration, so it works

@@ -23,6 +23,7 @@ use crate::config::{Config, go_duration};
 use crate::conn::Conn;
 use crate::health::Health;
 use crate::limiter::{Limiter, Slot};
+use crate::logging;
 use crate::metrics::{InFlight, Metrics};
 use crate::modes::{self, Ctx, Mode, empty, redirect, text};
 use crate::process;
@@ -314,6 +315,8 @@ impl App {
         let Some(slot) = self.limiter.try_acquire() else {
             return tally.finish(too_many(self.limiter.max()), (in_flight, None));
         };
+        // A log that nobody reads holds function requests back here (see `logging`).
+        logging::room().await;
         let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), self.ctx(start)).await;
         tally.finish(response, (in_flight, Some(slot)))
     }

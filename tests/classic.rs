@@ -352,6 +352,26 @@ fn write_debug_and_debug_headers() {
     wd.wait_for_log("Path  /p", Duration::from_secs(5));
 }
 
+/// write_debug puts the function's output on the watchdog's stdout whole and at once, a last line
+/// without a newline too (it stayed in Rust's line buffer), and logs `Duration: …` instead of
+/// `Wrote N Bytes …`, as Go does: one or the other.
+#[test]
+fn write_debug_writes_the_whole_output_at_once_and_logs_its_duration() {
+    let wd = Watchdog::start(&[("fprocess", "cat"), ("write_debug", "true")]);
+    let r = wd.post("/", b"first line\nno newline at the end");
+    assert_eq!(r.status, 200);
+    wait_for(Duration::from_secs(5), "the whole output on stdout", || {
+        wd.stdout().contains("first line\nno newline at the end").then_some(())
+    });
+    wd.wait_for_log("Duration: ", Duration::from_secs(5));
+    assert!(!wd.logs().contains("Wrote "), "Go logs the output or its size, not both:\n{}", wd.logs());
+
+    let quiet = echo();
+    assert_eq!(quiet.post("/", b"12345").status, 200);
+    quiet.wait_for_log("Wrote 5 Bytes - Duration: ", Duration::from_secs(5));
+    assert!(quiet.stdout().is_empty(), "without write_debug nothing goes to stdout: {:?}", quiet.stdout());
+}
+
 #[test]
 fn unclean_paths_redirect_like_go() {
     let wd = echo();

@@ -388,6 +388,79 @@ fn classic_fd_exhaustion() {
     fd_exhaustion(&CLASSIC);
 }
 
+/// Whether a thread of `pid` is blocked writing to a full pipe.
+fn blocked_on_a_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks
+        .filter_map(Result::ok)
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("pipe_write")))
+}
+
+/// Nobody reads the watchdog's stdout and stderr (a stuck log collector), so its writes to them
+/// block once the pipes are full. `/_/health`, `/_/ready` and `/metrics` keep answering
+/// meanwhile; function requests wait for the log and all complete once it is read again.
+fn log_nobody_reads(p: &Profile) {
+    // Every request logs two lines, 400 lines of its function's stderr, and (write_debug) its
+    // output on stdout: the pipes are full after a few dozen.
+    let wd = p.start_with_metrics(&[
+        ("fprocess", "sh -c 'cat; seq 1 400 >&2'"),
+        ("combine_output", "false"),
+        ("write_debug", "true"),
+    ]);
+    wd.hold_output();
+    let (port, done) = (wd.port, std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let body = format!("client {c} request {i} ").repeat(20);
+                    let r = send(port, &build_request("POST", "/", &[], body.as_bytes())).expect("answered");
+                    assert_eq!((r.status, r.text()), (200, body));
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_for(Duration::from_secs(60), "the watchdog blocked on its full log pipe", || {
+        blocked_on_a_pipe(wd.pid()).then_some(())
+    });
+    let blocked_after = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(blocked_after < 320, "the log blocked only after every request was done");
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        for (port, path) in [(wd.port, "/_/health"), (wd.port, "/_/ready"), (wd.metrics_port.unwrap(), "/metrics")] {
+            let begin = Instant::now();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            match exchange(port, request.as_bytes(), Duration::from_secs(5)) {
+                Outcome::Answered(r) => assert_eq!(r.status, 200, "{path} while the log is blocked"),
+                other => panic!("{path} while the log is blocked: {other:?}"),
+            }
+            slowest = slowest.max(begin.elapsed());
+        }
+    }
+    assert!(blocked_on_a_pipe(wd.pid()), "still blocked while the probes answered");
+    let while_blocked = done.load(std::sync::atomic::Ordering::SeqCst);
+
+    wd.release_output();
+    for client in clients {
+        client.join().expect("every request answered with its output");
+    }
+    wd.wait_for_log("Forking fprocess.", Duration::from_secs(5));
+    eprintln!(
+        "log nobody reads[{}]: blocked after {blocked_after} of 320 requests ({while_blocked} done while probed); \
+         health, ready, metrics answered in at most {:.1} ms; all 320 done once the log was read",
+        p.mode,
+        slowest.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn classic_log_nobody_reads() {
+    log_nobody_reads(&CLASSIC);
+}
+
 // ---------------------------------------------------------------- misbehaving functions
 
 /// A function that misbehaves: `script` is run by `sh -c`, with `{sleep}` replaced by a tagged
