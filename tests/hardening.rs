@@ -162,7 +162,7 @@ fn classic_stalled_body() {
 /// up and small, and the next normal request works.
 fn malformed_requests(p: &Profile) {
     let mut wd = p.start(&[("fprocess", "cat"), ("read_timeout", "1s")]);
-    let huge_line = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let huge_line = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(2 << 20));
     let many_headers = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "a: b\r\n".repeat(10_000));
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(1 << 20));
     let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -171,7 +171,7 @@ fn malformed_requests(p: &Profile) {
             "Content-Length: 100000000000 with little data",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\nlittle".to_vec(),
         ),
-        ("a 1 MiB header line", huge_line.into_bytes()),
+        ("a 2 MiB header line", huge_line.into_bytes()),
         ("10 000 headers", many_headers.into_bytes()),
         ("a 1 MiB request target", long_uri.into_bytes()),
         ("a space in a header name", b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".to_vec()),
@@ -459,6 +459,65 @@ fn log_nobody_reads(p: &Profile) {
 #[test]
 fn classic_log_nobody_reads() {
     log_nobody_reads(&CLASSIC);
+}
+
+/// Clients that never read a streamed response: the watchdog holds little for each (hyper's buffer
+/// is as big as the largest request head, 1 MiB, and would take that much of the stream), and the
+/// function is slowed down, not the memory filled.
+#[test]
+fn streaming_clients_that_never_read_hold_little_memory() {
+    let mut options = Options::new(&[("mode", "streaming"), ("fprocess", "head -c 100000000 /dev/zero")]);
+    options.env.push(("write_timeout".into(), "60s".into()));
+    let wd = Watchdog::start_with(options);
+    let idle = usage(wd.pid()).rss_kib;
+    let clients: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let socket = connect_with_small_receive_buffer(wd.port);
+            (&socket).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            socket
+        })
+        .collect();
+    // The pipes and socket buffers fill within moments; then nothing moves. Sampled every 300 ms
+    // until two samples agree.
+    let mut last = 0;
+    let held = wait_for(Duration::from_secs(20), "memory to settle", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = usage(wd.pid()).rss_kib;
+        let settled = now.abs_diff(last) < 64;
+        last = now;
+        settled.then_some(now)
+    });
+    let per_client = held.saturating_sub(idle) / clients.len() as u64;
+    eprintln!(
+        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client"
+    );
+    assert!(per_client < 512, "{per_client} KiB per client that never reads");
+    drop(clients);
+}
+
+/// A connection with a small receive buffer, so that the watchdog's side fills up quickly.
+fn connect_with_small_receive_buffer(port: u16) -> TcpStream {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a fresh socket, owned by the TcpStream from here on.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const size).cast(), 4);
+        TcpStream::from_raw_fd(fd)
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in for the socket above.
+    let rc = unsafe {
+        libc::connect(stream.as_raw_fd(), (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+    };
+    assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+    stream
 }
 
 // ---------------------------------------------------------------- misbehaving functions
