@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -286,6 +286,9 @@ impl App {
     }
 
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if let Some(why) = malformed(&req) {
+            return bad_request(why);
+        }
         match req.uri().path() {
             "/_/health" => self.health(req.method()),
             "/_/ready" => self.ready(req).await,
@@ -420,6 +423,42 @@ where
     }
 }
 
+/// What Go's server refuses in a request head before any handler sees it, and hyper lets through:
+/// a `Host` that RFC 9112 §3.2 does not allow (none in HTTP/1.1, more than one, or one with a byte
+/// that cannot be in a host and port), and a `Content-Length` beyond Go's 2^63 - 1.
+fn malformed(req: &Request<Incoming>) -> Option<&'static str> {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() >= Version::HTTP_11 && req.method() != Method::CONNECT => {
+            return Some("missing required Host header");
+        }
+        (Some(_), Some(_)) => return Some("too many Host headers"),
+        (Some(host), None) if !host.as_bytes().iter().all(|&b| valid_host_byte(b)) => {
+            return Some("malformed Host header");
+        }
+        _ => {}
+    }
+    let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if length.is_some_and(|length| length > i64::MAX as u64) {
+        return Some("bad Content-Length");
+    }
+    None
+}
+
+/// Go's `httpguts.ValidHostHeader`: the bytes of a host (a name, an IPv4 or bracketed IPv6
+/// address with a zone) and a port.
+fn valid_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!$%&'()*+,-.:;=[]_~".contains(&b)
+}
+
+/// Go's answer to a malformed request head: `400 Bad Request: <why>`, and the connection closed.
+fn bad_request(why: &str) -> Response<Body> {
+    let mut response = text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {why}"));
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn too_many(max: usize) -> Response<Body> {
     let mut response = text(
         StatusCode::TOO_MANY_REQUESTS,
@@ -546,7 +585,17 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_path;
+    use super::*;
+
+    #[test]
+    fn host_bytes_are_checked_like_go() {
+        assert!(b"example.com:8080".iter().all(|&b| valid_host_byte(b)));
+        assert!(b"[fe80::1%25eth0]:80".iter().all(|&b| valid_host_byte(b)));
+        assert!(b"a,b".iter().all(|&b| valid_host_byte(b)), "Go lets a comma through");
+        for bad in [&b"a, b"[..], b"a b/c", b"a/b", b"a\\b", b"a@b", b"\x80"] {
+            assert!(!bad.iter().all(|&b| valid_host_byte(b)), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn paths_are_cleaned_like_go() {
