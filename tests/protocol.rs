@@ -116,3 +116,16 @@ fn a_bad_host_is_400_in_static_mode_too() {
     assert_eq!((r.status, r.text().as_str()), (400, "400 Bad Request: too many Host headers"));
 }
 
+// ---------------------------------------------------------------- redirects
+
+/// `/\evil.com/.` is cleaned to `/\evil.com`, which a browser reads as `//evil.com`: another site.
+/// The Location escapes the backslash as Go does.
+#[test]
+fn a_backslash_in_a_redirect_is_escaped() {
+    let wd = Watchdog::start(&[("fprocess", "cat")]);
+    let r = raw(&wd, "GET /\\evil.com/. HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("Location"), Some("/%5Cevil.com"));
+    let r = raw(&wd, "GET /a//b%20c/./d?q=\\ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("Location")), (301, Some("/a/b%20c/d?q=\\")), "escapes and queries are kept");
+}
