@@ -131,13 +131,19 @@ fn open_standard_streams() {
 }
 
 /// Rust, unlike Go, leaves the soft limit on open files low; every connection and pipe needs one.
+/// Functions get the original limit back, as Go gives its children: a program may rely on it
+/// (`select()` breaks above 1024 descriptors) or size tables by it.
 fn raise_fd_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid pointers to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        process::give_children_fd_limit(limit);
+    } else {
+        log::warn!("cannot raise the open files limit to {}: {}", limit.rlim_max, std::io::Error::last_os_error());
     }
 }

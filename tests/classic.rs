@@ -500,6 +500,26 @@ fn no_zombies_or_leaked_fds_after_500_requests() {
     });
 }
 
+/// The watchdog raises its own soft limit on open files to the hard one; its functions get the
+/// limits it was started with, as Go's children do.
+#[test]
+fn functions_get_the_open_files_limit_the_watchdog_was_started_with() {
+    let mut options = Options::new(&[("fprocess", "sh -c 'ulimit -Sn; ulimit -Hn'")]);
+    options.wrapper = ["prlimit", "--nofile=1024:4096", "--"].map(String::from).to_vec();
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        return skip("no `prlimit` (util-linux)");
+    }
+    let wd = Watchdog::start_with(options);
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", wd.pid())).unwrap();
+    let open_files = limit.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    assert!(
+        open_files.split_whitespace().filter(|w| *w == "4096").count() == 2,
+        "the watchdog raised its own: {open_files}"
+    );
+    let r = wd.post("/", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "1024\n4096\n"));
+}
+
 #[test]
 fn functions_start_with_no_blocked_signals_and_sigpipe_not_ignored() {
     let wd = Watchdog::start(&[("fprocess", "grep -E ^Sig(Blk|Ign): /proc/self/status")]);

@@ -9,7 +9,7 @@
 
 mod spawn;
 
-pub use spawn::{Env, Program};
+pub use spawn::{Env, Program, give_children_fd_limit};
 
 use std::fmt;
 use std::future::Future;

@@ -60,6 +60,8 @@ struct ChildArgs {
     stdio: [RawFd; 3],
     reset: *const c_int,
     reset_len: usize,
+    /// The open files limit to give the child, or null to leave the watchdog's.
+    nofile: *const libc::rlimit,
     /// Written by the child when `execve` (or a step before it) fails; read by the parent after
     /// the child has exec'd or exited (`CLONE_VFORK` suspends the parent until then).
     error: c_int,
@@ -74,6 +76,15 @@ thread_local! {
 
 /// Cleared once the kernel has refused `CLONE_PIDFD`.
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// The open files limit the watchdog started with, for its children; see [`give_children_fd_limit`].
+static CHILD_FD_LIMIT: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Every function started from now on gets `limit` as its open files limit: the watchdog raises
+/// its own soft limit, and must not hand the raised one down (Go restores it for children too).
+pub fn give_children_fd_limit(limit: libc::rlimit) {
+    let _ = CHILD_FD_LIMIT.set(limit);
+}
 
 impl Program {
     pub fn new(argv: &[String]) -> Program {
@@ -124,6 +135,7 @@ impl Program {
             stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
             reset: reset.as_ptr(),
             reset_len: reset.len(),
+            nofile: CHILD_FD_LIMIT.get().map_or(std::ptr::null(), |limit| limit as *const libc::rlimit),
             error: 0,
         };
         let spawned = clone_child(&mut args).map_err(Failure::Os)?;
@@ -204,7 +216,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // dup2 onto 0, 1 and 2, each made blocking (the parent's pipes are created non-blocking).
         let stdio_ready =
             |(&from, to): (&RawFd, c_int)| libc::dup2(from, to) == to && libc::fcntl(to, libc::F_SETFL, 0) == 0;
-        let ok = libc::setpgid(0, 0) == 0 && args.stdio.iter().zip(0..).all(stdio_ready);
+        let ok = libc::setpgid(0, 0) == 0
+            && args.stdio.iter().zip(0..).all(stdio_ready)
+            && (args.nofile.is_null() || libc::setrlimit(libc::RLIMIT_NOFILE, args.nofile) == 0);
         if ok {
             // Handlers would run the parent's code in this copy of its memory, and SIGPIPE is
             // ignored by Rust programs: everything back to the default, then no signal blocked.
