@@ -172,7 +172,8 @@ fn forced_exit(app: &App, stop: Stop) -> i32 {
 async fn bind(port: u16) -> io::Result<TcpListener> {
     let v6 = || -> io::Result<TcpSocket> {
         let socket = TcpSocket::new_v6()?;
-        set_dual_stack(&socket);
+        set_dual_stack(&socket)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot accept IPv4 on an IPv6 socket: {e}")))?;
         socket.set_reuseaddr(true)?;
         socket.bind(SocketAddr::from(([0u16; 8], port)))?;
         Ok(socket)
@@ -180,7 +181,8 @@ async fn bind(port: u16) -> io::Result<TcpListener> {
     let socket = match v6() {
         Ok(socket) => socket,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
-        Err(_) => {
+        Err(e) => {
+            log::info!("port {port}: IPv4 only ({e})");
             let socket = TcpSocket::new_v4()?;
             socket.set_reuseaddr(true)?;
             socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
@@ -190,19 +192,22 @@ async fn bind(port: u16) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-fn set_dual_stack(socket: &TcpSocket) {
+/// Makes an IPv6 socket take IPv4 connections too. If that fails the socket would silently be
+/// IPv6-only (with `net.ipv6.bindv6only=1`), so the error is the caller's to handle.
+fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let off: libc::c_int = 0;
     // SAFETY: setsockopt with a valid pointer and length on a socket we own.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_IPV6,
             libc::IPV6_V6ONLY,
             (&raw const off).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 fn local_port(listener: &TcpListener) -> u16 {
@@ -586,6 +591,17 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_dual_stack_option_is_an_error() {
+        // IPV6_V6ONLY on an IPv4 socket fails: the error reaches the caller, which falls back.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let _guard = runtime.enter();
+        assert!(set_dual_stack(&TcpSocket::new_v4().unwrap()).is_err());
+        if let Ok(v6) = TcpSocket::new_v6() {
+            assert!(set_dual_stack(&v6).is_ok());
+        }
+    }
 
     #[test]
     fn host_bytes_are_checked_like_go() {

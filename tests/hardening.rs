@@ -520,6 +520,47 @@ fn connect_with_small_receive_buffer(port: u16) -> TcpStream {
     stream
 }
 
+// ---------------------------------------------------------------- seccomp
+
+/// Runs its arguments under a seccomp filter that fails `clone` with `CLONE_PIDFD` with the errno
+/// given first, as container runtimes' filters do for flags they do not know.
+const REFUSE_PIDFD: &str = r#"
+import ctypes, errno, os, platform, struct, sys
+arch, nr = {"x86_64": (0xC000003E, 56), "aarch64": (0xC00000B7, 220)}[platform.machine()]
+deny = 0x00050000 | getattr(errno, sys.argv[1])
+program = [  # (code, jt, jf, k)
+    (0x20, 0, 0, 4), (0x15, 0, 5, arch),    # arch must match, else allow
+    (0x20, 0, 0, 0), (0x15, 0, 3, nr),      # clone, else allow
+    (0x20, 0, 0, 16), (0x45, 0, 1, 0x1000), # CLONE_PIDFD in the flags?
+    (0x06, 0, 0, deny), (0x06, 0, 0, 0x7FFF0000),
+]
+filters = b"".join(struct.pack("HBBI", *f) for f in program)
+buf = ctypes.create_string_buffer(filters)
+fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, os.strerror(ctypes.get_errno())
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
+
+/// Where a seccomp filter refuses `clone` with `CLONE_PIDFD` (EPERM or ENOSYS, not the EINVAL of
+/// old kernels), functions still start: without a pidfd.
+#[test]
+fn functions_start_where_seccomp_refuses_pidfds() {
+    let tmp = TempDir::new();
+    let script = tmp.path().join("refuse_pidfd.py");
+    std::fs::write(&script, REFUSE_PIDFD).unwrap();
+    for errno in ["EPERM", "ENOSYS"] {
+        let mut options = Options::new(&[("fprocess", "cat")]);
+        options.wrapper = vec!["python3".into(), script.display().to_string(), errno.into()];
+        let wd = Watchdog::start_with(options);
+        for _ in 0..3 {
+            let r = wd.post("/", b"started");
+            assert_eq!((r.status, r.text().as_str()), (200, "started"), "{errno}:\n{}", wd.logs());
+        }
+    }
+}
+
 // ---------------------------------------------------------------- misbehaving functions
 
 /// A function that misbehaves: `script` is run by `sh -c`, with `{sleep}` replaced by a tagged
