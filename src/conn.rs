@@ -1,54 +1,120 @@
 //! Per-connection IO: the accepted TCP stream, adapted for hyper, with a write-progress timeout,
-//! and a reset instead of a plain close for an answer that failed halfway.
+//! the right status for the request heads hyper refuses as "too large", and what the responses
+//! sent on the connection share with it ([`Handle`]): how far a streamed response may run ahead of
+//! the socket, and a reset instead of a plain close for an answer that failed halfway.
 //!
 //! hyper has no write timeout of its own; without one, a client that never reads its response
 //! holds the connection and the response's memory forever. The timer here is armed only while a
 //! write is blocked, so the common path (the socket buffer takes the whole write) costs nothing.
 //!
+//! hyper answers `431 Request Header Fields Too Large` by itself to every head it cannot take:
+//! one bigger than its buffer, but also one with more header lines than it has room for, or a
+//! `Content-Length` it cannot count (`18446744073709551615`). Only the first is a 431; Go answers
+//! 400 to the others. A head too big for the buffer is the only case where hyper has read that
+//! many bytes since it last wrote, so that is how they are told apart, and the others' answer goes
+//! out as `400 Bad Request`.
+//!
+//! hyper's buffer must hold the largest request head (1 MiB), and the same figure bounds what it
+//! buffers of a response: for a client that reads slowly it would take up to 16 chunks of a
+//! streamed body (1 MiB) where it took one. [`pace`] keeps a streamed body at most [`AHEAD`] bytes
+//! ahead of what the socket has taken, so that a slow client still slows the function down instead
+//! of filling memory.
+//!
 //! An answer whose body is delimited by the end of the connection (HTTP/1.0 without a length)
-//! looks complete however it ends; when it failed, the connection is reset (RST), which every
-//! client reports as an error.
+//! looks complete however it ends; when it fails, [`pace`] marks the connection, and its close
+//! becomes a reset (RST), which every client reports as an error.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::body::Body;
+
+/// How far a streamed response body may run ahead of the socket: about what hyper held with a
+/// 64 KiB buffer.
+pub const AHEAD: u64 = 64 * 1024;
+
+/// The start of hyper's own 431 answer (the rest is the `Date` header and the blank line).
+const HYPER_431: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: ";
+/// `date: ` takes a 29-byte date and `\r\n\r\n`.
+const HYPER_431_LEN: usize = HYPER_431.len() + 29 + 4;
+const STATUS_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";
+const STATUS_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\n";
+
 pub struct Conn {
-    io: TokioIo<TcpStream>,
+    io: TcpStream,
     write_timeout: Option<Duration>,
     /// Running while a write is blocked; dropped as soon as a write makes progress.
     stalled: Option<Pin<Box<Sleep>>>,
-    reset: ResetOnClose,
+    /// The largest request head hyper takes (its read buffer); 0 leaves hyper's 431s alone.
+    max_head: usize,
+    /// Bytes read since the last write: at least `max_head` when hyper's buffer overflowed.
+    read_since_write: usize,
+    /// A 400 going out in place of hyper's 431: the bytes left to send, and the length of the
+    /// answer hyper asked for (what it is told was written once they are out).
+    replacement: Option<(Vec<u8>, usize)>,
+    /// Shared with the responses sent on this connection.
+    handle: Arc<Handle>,
 }
 
-/// Asks for the connection to be reset rather than closed when it ends.
-#[derive(Clone, Default)]
-pub struct ResetOnClose(Arc<AtomicBool>);
+/// What one connection shares with the responses sent on it: what its socket has taken and the
+/// [`pace`]d body waiting for it to take more, and whether its close must be a reset.
+#[derive(Default)]
+pub struct Handle {
+    sent: AtomicU64,
+    waiting: Mutex<Option<Waker>>,
+    reset: AtomicBool,
+}
 
-impl ResetOnClose {
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+impl Handle {
+    /// Asks for the connection to be reset rather than closed when it ends.
+    fn reset_on_close(&self) {
+        self.reset.store(true, Ordering::Relaxed);
+    }
+
+    fn add(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        let waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, write_timeout: Option<Duration>) -> Conn {
-        Conn { io: TokioIo::new(stream), write_timeout, stalled: None, reset: ResetOnClose::default() }
+    /// `max_head`: the largest request head hyper takes (its read buffer), or 0 to leave hyper's
+    /// 431s alone.
+    pub fn new(stream: TcpStream, write_timeout: Option<Duration>, max_head: usize) -> Conn {
+        let handle = Arc::default();
+        Conn { io: stream, write_timeout, stalled: None, max_head, read_since_write: 0, replacement: None, handle }
     }
 
-    /// The handle that turns this connection's close into a reset.
-    pub fn reset_on_close(&self) -> ResetOnClose {
-        self.reset.clone()
+    /// The handle the responses sent on this connection are [`pace`]d with.
+    pub fn handle(&self) -> Arc<Handle> {
+        Arc::clone(&self.handle)
+    }
+
+    fn count(&self, poll: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = poll {
+            self.handle.add(*n);
+        }
     }
 
     /// Wraps a blocked (`Pending`) write in the stall timer; progress disarms it.
@@ -67,17 +133,54 @@ impl Conn {
             }
         }
     }
+
+    /// Starts sending a 400 instead of `buf` when `buf` is hyper's 431 for a head that was not too
+    /// big. Returns whether it did.
+    fn replace_431(&mut self, buf: &[u8]) -> bool {
+        if self.replacement.is_none()
+            && self.read_since_write < self.max_head
+            && buf.len() == HYPER_431_LEN
+            && buf.starts_with(HYPER_431)
+        {
+            let mut answer = STATUS_400.to_vec();
+            answer.extend_from_slice(&buf[STATUS_431.len()..]);
+            self.replacement = Some((answer, buf.len()));
+        }
+        self.replacement.is_some()
+    }
+
+    /// Sends the replacement answer; once it is all out, reports the original as written.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            let Some((left, original)) = &mut self.replacement else { return Poll::Ready(Ok(0)) };
+            if left.is_empty() {
+                let original = *original;
+                self.replacement = None;
+                return Poll::Ready(Ok(original));
+            }
+            let poll = Pin::new(&mut self.io).poll_write(cx, left);
+            match ready!(self.guard(cx, poll)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    if let Some((left, _)) = &mut self.replacement {
+                        left.drain(..n);
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if self.reset.0.load(Ordering::Relaxed) {
+        if self.handle.reset.load(Ordering::Relaxed) {
             let linger = libc::linger { l_onoff: 1, l_linger: 0 };
             // SAFETY: setsockopt with a valid pointer and length on the socket we own; a zero
             // linger makes the close that follows send a reset.
             unsafe {
                 libc::setsockopt(
-                    self.io.inner().as_raw_fd(),
+                    self.io.as_raw_fd(),
                     libc::SOL_SOCKET,
                     libc::SO_LINGER,
                     (&raw const linger).cast(),
@@ -89,15 +192,32 @@ impl Drop for Conn {
 }
 
 impl Read for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // SAFETY: tokio's ReadBuf only ever initialises the uninitialised bytes it is given, and
+        // exactly `filled` of them were.
+        let n = unsafe {
+            let mut read = ReadBuf::uninit(buf.as_mut());
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            read.filled().len()
+        };
+        // SAFETY: `n` bytes were just initialised by the read.
+        unsafe { buf.advance(n) };
+        this.read_since_write = this.read_since_write.saturating_add(n);
+        Poll::Ready(Ok(()))
     }
 }
 
 impl Write for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let replace = this.replace_431(buf);
+        this.read_since_write = 0;
+        if replace {
+            return this.poll_replacement(cx);
+        }
         let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.count(&poll);
         this.guard(cx, poll)
     }
 
@@ -107,7 +227,17 @@ impl Write for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        let replace = match (filled.next(), filled.next()) {
+            (Some(only), None) => this.replace_431(only),
+            _ => false,
+        };
+        this.read_since_write = 0;
+        if replace {
+            return this.poll_replacement(cx);
+        }
         let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.count(&poll);
         this.guard(cx, poll)
     }
 
@@ -125,5 +255,67 @@ impl Write for Conn {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.io).poll_shutdown(cx);
         this.guard(cx, poll)
+    }
+}
+
+/// `body`, made to wait whenever it is [`AHEAD`] bytes ahead of what the connection's socket has
+/// taken since the response started. A body known up front is left as it is. `close_delimited`:
+/// the body ends where the connection does (HTTP/1.0 without a length), so if it fails the
+/// connection is reset, or the client would take what came for the whole answer.
+pub fn pace(body: Body, conn: &Arc<Handle>, close_delimited: bool) -> Body {
+    match body {
+        Body::Stream(_) => {
+            let conn = Arc::clone(conn);
+            Body::stream(Paced { start: conn.bytes(), conn, yielded: 0, close_delimited, body })
+        }
+        full => full,
+    }
+}
+
+struct Paced {
+    body: Body,
+    conn: Arc<Handle>,
+    /// What the socket had taken when the response started (its head counts as sent too).
+    start: u64,
+    /// Body bytes handed to hyper.
+    yielded: u64,
+    close_delimited: bool,
+}
+
+impl Paced {
+    fn ahead(&self) -> bool {
+        self.yielded.saturating_sub(self.conn.bytes() - self.start) >= AHEAD
+    }
+}
+
+impl hyper::body::Body for Paced {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.ahead() {
+            *this.conn.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cx.waker().clone());
+            // The socket may have taken more meanwhile (another thread of the same connection
+            // cannot write, but be sure rather than sleep forever).
+            if this.ahead() {
+                return Poll::Pending;
+            }
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => this.yielded += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Some(Err(_)) if this.close_delimited => this.conn.reset_on_close(),
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -2,7 +2,7 @@
 //! STDIN, its output buffered and returned; 200 on exit 0, 500 with the error and the output
 //! otherwise, 408 when `exec_timeout` kills it.
 
-use std::io::Write;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::body::{Body, RequestBody};
 use crate::config::Config;
+use crate::logging::{self, Output};
 use crate::process::{self, Child, Program, Spec, Stderr};
 use crate::{cgi, marshal};
 
@@ -109,8 +110,11 @@ impl Classic {
         let cfg = &*self.cfg;
         let seconds = Seconds(ctx.start.elapsed());
         let length = output.len();
+        let output = Bytes::from(output);
         if cfg.write_debug {
-            let _ = std::io::stdout().lock().write_all(&output);
+            // Whole and at once, like Go's `os.Stdout.Write`: no line buffering holds back a last
+            // line without a newline.
+            logging::pass_on(Output::Stdout, output.clone());
         }
         let mut response = Response::new(Body::from(output));
         let headers = response.headers_mut();
@@ -121,10 +125,12 @@ impl Classic {
         if cfg.debug_headers {
             print_headers("[out]", headers);
         }
+        // Go logs one or the other: the output when it was written out, else its size.
         if cfg.write_debug {
             log::info!("Duration: {seconds}s");
+        } else {
+            log::info!("Wrote {length} Bytes - Duration: {seconds}s");
         }
-        log::info!("Wrote {length} Bytes - Duration: {seconds}s");
         response
     }
 
@@ -148,10 +154,11 @@ impl Classic {
 
 /// `debug_headers`: `[in] Name=[value]`, one line per header, on stdout.
 fn print_headers(direction: &str, headers: &HeaderMap) {
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     for name in headers.keys() {
         let values: Vec<String> =
             headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         let _ = writeln!(out, "{direction} {}=[{}]", cgi::canonical_name(name.as_str()), values.join(" "));
     }
+    logging::pass_on(Output::Stdout, Bytes::from(out));
 }

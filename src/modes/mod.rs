@@ -107,8 +107,9 @@ pub fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     response
 }
 
-/// 301 to `location`, with the request's query kept.
+/// 301 to `location` (a path as sent, percent-encoded), with the request's query kept.
 pub fn redirect(location: String, query: Option<&str>) -> Response<Body> {
+    let location = escape_path(&location);
     let location = match query {
         Some(q) => format!("{location}?{q}"),
         None => location,
@@ -118,6 +119,25 @@ pub fn redirect(location: String, query: Option<&str>) -> Response<Body> {
         response.headers_mut().insert(hyper::header::LOCATION, location);
     }
     response
+}
+
+/// `path` with every byte that Go's URL escaping would escape in a path written as `%XX`, and
+/// escapes already there kept. Above all `\`: browsers read `/\evil.com` as `//evil.com`, another
+/// site, so a redirect to it would be an open redirect.
+fn escape_path(path: &str) -> String {
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~$&+,/:;=@%".contains(&b);
+    if path.bytes().all(keep) {
+        return path.to_string();
+    }
+    let mut escaped = String::with_capacity(path.len() + 8);
+    for b in path.bytes() {
+        if keep(b) {
+            escaped.push(b as char);
+        } else {
+            escaped.push_str(&format!("%{b:02X}"));
+        }
+    }
+    escaped
 }
 
 /// A response with no body and no Content-Type.
@@ -153,6 +173,8 @@ pub struct AccessLog {
     uri: String,
     call_id: Option<String>,
     quiet: bool,
+    /// `200 OK` rather than `200` (http mode, as of-watchdog logs its upstream's status).
+    reason: bool,
 }
 
 impl AccessLog {
@@ -164,7 +186,14 @@ impl AccessLog {
             uri: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string()),
             call_id: with_call_id.then(|| header("x-call-id").unwrap_or("none").to_string()),
             quiet: header("user-agent").is_some_and(|ua| ua.starts_with("kube-probe")),
+            reason: false,
         }
+    }
+
+    /// Logs the status with its reason phrase: `POST / - 200 OK - …`.
+    pub fn with_reason(mut self) -> AccessLog {
+        self.reason = true;
+        self
     }
 
     /// Logs a response whose body is all there (its size is known).
@@ -182,8 +211,13 @@ impl AccessLog {
             None => ("", "", ""),
         };
         let tenths_of_ms = (elapsed.as_micros() + 50) / 100;
+        let reason = match status.canonical_reason() {
+            Some(reason) if self.reason => reason,
+            _ => "",
+        };
+        let space = if reason.is_empty() { "" } else { " " };
         log::info!(
-            "{} {} - {} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
+            "{} {} - {}{space}{reason} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
             self.method,
             self.uri,
             status.as_u16(),
@@ -374,7 +408,17 @@ pub async fn read_body(body: RequestBody, deadline: Option<tokio::time::Instant>
 
 #[cfg(test)]
 mod tests {
-    use super::human_size;
+    use super::{escape_path, human_size};
+
+    #[test]
+    fn redirect_paths_are_escaped_like_go() {
+        assert_eq!(escape_path("/\\evil.com"), "/%5Cevil.com");
+        assert_eq!(escape_path("/a/b.c-d_e~f/"), "/a/b.c-d_e~f/");
+        assert_eq!(escape_path("/%2e%2E/x"), "/%2e%2E/x", "escapes already there are kept");
+        assert_eq!(escape_path("/a b\"<>^`{|}'!*()[]"), "/a%20b%22%3C%3E%5E%60%7B%7C%7D%27%21%2A%28%29%5B%5D");
+        assert_eq!(escape_path("/é"), "/%C3%A9");
+        assert_eq!(escape_path("/$&+,:;=@"), "/$&+,:;=@");
+    }
 
     #[test]
     fn human_size_matches_go_units() {
