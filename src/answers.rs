@@ -13,6 +13,7 @@ use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 
 use crate::body::Body;
+use crate::path;
 
 const INTERNAL: &str = "x-openfaas-internal";
 
@@ -51,12 +52,12 @@ pub fn method_not_allowed(allow: Option<&'static str>) -> Response<Body> {
     response
 }
 
-/// 301 to `location`, with the request's query kept. `location` must be a path the watchdog made
-/// from a request path (see `path::escape_location`).
+/// 301 to `location` (a path as sent, percent-encoded), with the request's query kept.
 pub fn redirect(location: &str, query: Option<&str>) -> Response<Body> {
+    let location = path::escape(location);
     let location = match query {
         Some(q) => format!("{location}?{q}"),
-        None => location.to_string(),
+        None => location,
     };
     let mut response = status_only(StatusCode::MOVED_PERMANENTLY);
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -74,6 +75,14 @@ pub fn too_many_requests(max: usize) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(INTERNAL, HeaderValue::from_static("faas-middleware"));
+    response
+}
+
+/// Go's answer to a request head it refuses (a bad `Host`, say): `400 Bad Request: <why>`, and the
+/// connection closed.
+pub fn malformed_head(why: &str) -> Response<Body> {
+    let mut response = text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {why}"));
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -122,6 +131,11 @@ pub fn gateway_timeout(limit: &dyn Display) -> Response<Body> {
 /// 503 for a request still running when the watchdog stops waiting at shutdown.
 pub fn shutting_down() -> Response<Body> {
     internal(text(StatusCode::SERVICE_UNAVAILABLE, "The watchdog is shutting down; the request was stopped.\n"))
+}
+
+/// 500 when the watchdog itself failed (a task that panicked): Go's `http.Error` text.
+pub fn internal_error() -> Response<Body> {
+    text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
 }
 
 /// Go's `http.NotFound`, for static mode.

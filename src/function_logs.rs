@@ -1,13 +1,16 @@
 //! The function's stdout/stderr → the watchdog's log, one line at a time.
 //!
 //! A line longer than `max_line` is logged in pieces of `max_line` bytes; the pipe is always read
-//! to its end, so a chatty function can never block on a full pipe (the of-watchdog stops reading
-//! after one over-long line and the function then hangs).
+//! to its end, so an over-long line never stops the logging (the of-watchdog stops reading after
+//! one and the function then hangs). The pipe is read only while the watchdog's own output has
+//! room ([`logging::room`]): a log that nobody reads slows the function down (as in Go), and never
+//! blocks a thread of the watchdog.
 
-use std::io::Write;
-
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+
+use crate::logging::{self, Output};
 
 /// How lines are written.
 #[derive(Clone, Copy, Debug)]
@@ -33,31 +36,46 @@ impl Stream {
             Stream::Stderr => "stderr",
         }
     }
+
+    fn output(self) -> Output {
+        match self {
+            Stream::Stdout => Output::Stdout,
+            Stream::Stderr => Output::Stderr,
+        }
+    }
 }
 
 /// Reads `pipe` to its end, logging every line.
 pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle) {
     let mut lines = LineSplitter::new(style.max_line);
     let mut buf = vec![0u8; 16 * 1024];
+    // Raw lines of one read go out together.
+    let mut raw = Vec::new();
     loop {
+        logging::room().await;
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => lines.push(&buf[..n], |line| emit(line, stream, style)),
+            Ok(n) => lines.push(&buf[..n], |line| emit(line, stream, style, &mut raw)),
         }
+        pass_on(&mut raw, stream);
     }
-    lines.finish(|line| emit(line, stream, style));
+    lines.finish(|line| emit(line, stream, style, &mut raw));
+    pass_on(&mut raw, stream);
 }
 
-fn emit(line: &[u8], stream: Stream, style: LogStyle) {
+fn emit(line: &[u8], stream: Stream, style: LogStyle, raw: &mut Vec<u8>) {
     if style.prefix {
         log::info!("{}: {}", stream.name(), String::from_utf8_lossy(line));
-        return;
+    } else {
+        raw.extend_from_slice(line);
+        raw.push(b'\n');
     }
-    let mut out: Box<dyn Write> = match stream {
-        Stream::Stdout => Box::new(std::io::stdout().lock()),
-        Stream::Stderr => Box::new(std::io::stderr().lock()),
-    };
-    let _ = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+}
+
+fn pass_on(raw: &mut Vec<u8>, stream: Stream) {
+    if !raw.is_empty() {
+        logging::pass_on(stream.output(), Bytes::from(std::mem::take(raw)));
+    }
 }
 
 /// Cuts a byte stream into lines of at most `max` bytes (without the `\n`).

@@ -8,11 +8,13 @@ pub struct Health {
     accepting: AtomicBool,
     /// `None` with `suppress_lock=true`.
     lock: Option<PathBuf>,
+    /// The lock file was removed (or its removal failed): once is enough, and logged once.
+    lock_removed: AtomicBool,
 }
 
 impl Health {
     pub fn new(lock: Option<PathBuf>) -> Health {
-        Health { accepting: AtomicBool::new(false), lock }
+        Health { accepting: AtomicBool::new(false), lock, lock_removed: AtomicBool::new(false) }
     }
 
     /// Writes the lock file (unless suppressed) and starts reporting healthy.
@@ -41,7 +43,11 @@ impl Health {
         self.remove_lock();
     }
 
+    /// Removes the lock file, the first time only: the shutdown reaches here more than once.
     pub fn remove_lock(&self) {
+        if self.lock_removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Some(path) = &self.lock {
             log::info!("Removing lock-file : {}", path.display());
             if let Err(e) = std::fs::remove_file(path)

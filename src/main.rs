@@ -17,6 +17,7 @@ mod logging;
 mod marshal;
 mod metrics;
 mod modes;
+mod path;
 mod process;
 mod server;
 mod shutdown;
@@ -62,6 +63,17 @@ fn main() -> ExitCode {
     init::split_if_pid1();
     logging::init(config::log_filter());
     log::info!("Version: {VERSION}\tSHA: {SHA}");
+    let code = serve();
+    // A log that nobody reads must not keep the watchdog from exiting.
+    logging::flush(LOG_FLUSH_LIMIT);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// How long the exit waits for the log to be written out.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// Loads the configuration and runs the server; returns the exit code.
+fn serve() -> i32 {
     let cfg = match Config::from_env() {
         Ok(loaded) => {
             if !loaded.unused.is_empty() {
@@ -75,7 +87,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             log::error!("{e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     raise_fd_limit();
@@ -84,12 +96,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             log::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     let code = runtime.block_on(server::run(Arc::new(cfg)));
     runtime.shutdown_timeout(Duration::from_millis(100));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    code
 }
 
 /// `--run-healthcheck`: exit 0 iff the lock file exists. Needs no other configuration, so it works
@@ -138,13 +150,19 @@ fn open_standard_streams() {
 }
 
 /// Rust, unlike Go, leaves the soft limit on open files low; every connection and pipe needs one.
+/// Functions get the original limit back, as Go gives its children: a program may rely on it
+/// (`select()` breaks above 1024 descriptors) or size tables by it.
 fn raise_fd_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid pointers to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        process::give_children_fd_limit(limit);
+    } else {
+        log::warn!("cannot raise the open files limit to {}: {}", limit.rlim_max, std::io::Error::last_os_error());
     }
 }

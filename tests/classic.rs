@@ -344,6 +344,26 @@ fn write_debug_and_debug_headers() {
     wd.wait_for_log("Path  /p", Duration::from_secs(5));
 }
 
+/// write_debug puts the function's output on the watchdog's stdout whole and at once, a last line
+/// without a newline too (it stayed in Rust's line buffer), and logs `Duration: …` instead of
+/// `Wrote N Bytes …`, as Go does: one or the other.
+#[test]
+fn write_debug_writes_the_whole_output_at_once_and_logs_its_duration() {
+    let wd = Watchdog::start(&[("fprocess", "cat"), ("write_debug", "true")]);
+    let r = wd.post("/", b"first line\nno newline at the end");
+    assert_eq!(r.status, 200);
+    wait_for(Duration::from_secs(5), "the whole output on stdout", || {
+        wd.stdout().contains("first line\nno newline at the end").then_some(())
+    });
+    wd.wait_for_log("Duration: ", Duration::from_secs(5));
+    assert!(!wd.logs().contains("Wrote "), "Go logs the output or its size, not both:\n{}", wd.logs());
+
+    let quiet = echo();
+    assert_eq!(quiet.post("/", b"12345").status, 200);
+    quiet.wait_for_log("Wrote 5 Bytes - Duration: ", Duration::from_secs(5));
+    assert!(quiet.stdout().is_empty(), "without write_debug nothing goes to stdout: {:?}", quiet.stdout());
+}
+
 #[test]
 fn unclean_paths_redirect_like_go() {
     let wd = echo();
@@ -470,6 +490,26 @@ fn no_zombies_or_leaked_fds_after_500_requests() {
     wait_for(Duration::from_secs(5), "fds back and no zombies", || {
         (open_fds(wd.pid()) <= fds_before && zombies_of(wd.pid()) == 0 && wd.descendants().is_empty()).then_some(())
     });
+}
+
+/// The watchdog raises its own soft limit on open files to the hard one; its functions get the
+/// limits it was started with, as Go's children do.
+#[test]
+fn functions_get_the_open_files_limit_the_watchdog_was_started_with() {
+    let mut options = Options::new(&[("fprocess", "sh -c 'ulimit -Sn; ulimit -Hn'")]);
+    options.wrapper = ["prlimit", "--nofile=1024:4096", "--"].map(String::from).to_vec();
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        return skip("no `prlimit` (util-linux)");
+    }
+    let wd = Watchdog::start_with(options);
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", wd.pid())).unwrap();
+    let open_files = limit.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    assert!(
+        open_files.split_whitespace().filter(|w| *w == "4096").count() == 2,
+        "the watchdog raised its own: {open_files}"
+    );
+    let r = wd.post("/", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "1024\n4096\n"));
 }
 
 #[test]

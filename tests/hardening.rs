@@ -164,7 +164,7 @@ fn classic_stalled_body() {
 /// up and small, and the next normal request works.
 fn malformed_requests(p: &Profile) {
     let mut wd = p.start(&[("fprocess", "cat"), ("read_timeout", "1s")]);
-    let huge_line = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let huge_line = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(2 << 20));
     let many_headers = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "a: b\r\n".repeat(10_000));
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(1 << 20));
     let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -173,7 +173,7 @@ fn malformed_requests(p: &Profile) {
             "Content-Length: 100000000000 with little data",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\nlittle".to_vec(),
         ),
-        ("a 1 MiB header line", huge_line.into_bytes()),
+        ("a 2 MiB header line", huge_line.into_bytes()),
         ("10 000 headers", many_headers.into_bytes()),
         ("a 1 MiB request target", long_uri.into_bytes()),
         ("a space in a header name", b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".to_vec()),
@@ -476,9 +476,184 @@ fn streaming_stalled_responses_hold_bounded_memory() {
 
 #[test]
 fn streaming_stalled_uploads_hold_bounded_memory() {
-    // hyper's 64 KiB read buffer, a chunk on its way and the one being written to the pipe.
+    // A 64 KiB read in hyper's buffer, a chunk on its way and the one being written to the pipe
+    // (about 205 KiB); the debug build adds about 40 KiB, the room for 1024 header lines that it
+    // writes to on every parse.
     let each = stalled_streams(&STREAMING, false);
     assert!(each <= 256, "{each} KiB per stalled upload");
+}
+
+/// Whether a thread of `pid` is blocked writing to a full pipe.
+fn blocked_on_a_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks
+        .filter_map(Result::ok)
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("pipe_write")))
+}
+
+/// Nobody reads the watchdog's stdout and stderr (a stuck log collector), so its writes to them
+/// block once the pipes are full. `/_/health`, `/_/ready` and `/metrics` keep answering
+/// meanwhile; function requests wait for the log and all complete once it is read again.
+fn log_nobody_reads(p: &Profile) {
+    // Every request logs two lines, 400 lines of its function's stderr, and (write_debug) its
+    // output on stdout: the pipes are full after a few dozen.
+    let wd = p.start_with_metrics(&[
+        ("fprocess", "sh -c 'cat; seq 1 400 >&2'"),
+        ("combine_output", "false"),
+        ("write_debug", "true"),
+    ]);
+    wd.hold_output();
+    let (port, done) = (wd.port, std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let body = format!("client {c} request {i} ").repeat(20);
+                    let r = send(port, &build_request("POST", "/", &[], body.as_bytes())).expect("answered");
+                    assert_eq!((r.status, r.text()), (200, body));
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_for(Duration::from_secs(60), "the watchdog blocked on its full log pipe", || {
+        blocked_on_a_pipe(wd.pid()).then_some(())
+    });
+    let blocked_after = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(blocked_after < 320, "the log blocked only after every request was done");
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        for (port, path) in [(wd.port, "/_/health"), (wd.port, "/_/ready"), (wd.metrics_port.unwrap(), "/metrics")] {
+            let begin = Instant::now();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            match exchange(port, request.as_bytes(), Duration::from_secs(5)) {
+                Outcome::Answered(r) => assert_eq!(r.status, 200, "{path} while the log is blocked"),
+                other => panic!("{path} while the log is blocked: {other:?}"),
+            }
+            slowest = slowest.max(begin.elapsed());
+        }
+    }
+    assert!(blocked_on_a_pipe(wd.pid()), "still blocked while the probes answered");
+    let while_blocked = done.load(std::sync::atomic::Ordering::SeqCst);
+
+    wd.release_output();
+    for client in clients {
+        client.join().expect("every request answered with its output");
+    }
+    wd.wait_for_log("Forking fprocess.", Duration::from_secs(5));
+    eprintln!(
+        "log nobody reads[{}]: blocked after {blocked_after} of 320 requests ({while_blocked} done while probed); \
+         health, ready, metrics answered in at most {:.1} ms; all 320 done once the log was read",
+        p.mode,
+        slowest.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn classic_log_nobody_reads() {
+    log_nobody_reads(&CLASSIC);
+}
+
+/// Clients that never read a streamed response: the watchdog holds little for each (hyper's buffer
+/// is as big as the largest request head, 1 MiB, and would take that much of the stream), and the
+/// function is slowed down, not the memory filled.
+#[test]
+fn streaming_clients_that_never_read_hold_little_memory() {
+    let mut options = Options::new(&[("mode", "streaming"), ("fprocess", "head -c 100000000 /dev/zero")]);
+    options.env.push(("write_timeout".into(), "60s".into()));
+    let wd = Watchdog::start_with(options);
+    let idle = usage(wd.pid()).rss_kib;
+    let clients: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let socket = connect_with_small_receive_buffer(wd.port);
+            (&socket).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            socket
+        })
+        .collect();
+    // The pipes and socket buffers fill within moments; then nothing moves. Sampled every 300 ms
+    // until two samples agree.
+    let mut last = 0;
+    let held = wait_for(Duration::from_secs(20), "memory to settle", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = usage(wd.pid()).rss_kib;
+        let settled = now.abs_diff(last) < 64;
+        last = now;
+        settled.then_some(now)
+    });
+    let per_client = held.saturating_sub(idle) / clients.len() as u64;
+    eprintln!(
+        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client"
+    );
+    assert!(per_client < 512, "{per_client} KiB per client that never reads");
+    drop(clients);
+}
+
+/// A connection with a small receive buffer, so that the watchdog's side fills up quickly.
+fn connect_with_small_receive_buffer(port: u16) -> TcpStream {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a fresh socket, owned by the TcpStream from here on.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const size).cast(), 4);
+        TcpStream::from_raw_fd(fd)
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in for the socket above.
+    let rc = unsafe {
+        libc::connect(stream.as_raw_fd(), (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+    };
+    assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+    stream
+}
+
+// ---------------------------------------------------------------- seccomp
+
+/// Runs its arguments under a seccomp filter that fails `clone` with `CLONE_PIDFD` with the errno
+/// given first, as container runtimes' filters do for flags they do not know.
+const REFUSE_PIDFD: &str = r#"
+import ctypes, errno, os, platform, struct, sys
+arch, nr = {"x86_64": (0xC000003E, 56), "aarch64": (0xC00000B7, 220)}[platform.machine()]
+deny = 0x00050000 | getattr(errno, sys.argv[1])
+program = [  # (code, jt, jf, k)
+    (0x20, 0, 0, 4), (0x15, 0, 5, arch),    # arch must match, else allow
+    (0x20, 0, 0, 0), (0x15, 0, 3, nr),      # clone, else allow
+    (0x20, 0, 0, 16), (0x45, 0, 1, 0x1000), # CLONE_PIDFD in the flags?
+    (0x06, 0, 0, deny), (0x06, 0, 0, 0x7FFF0000),
+]
+filters = b"".join(struct.pack("HBBI", *f) for f in program)
+buf = ctypes.create_string_buffer(filters)
+fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, os.strerror(ctypes.get_errno())
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
+
+/// Where a seccomp filter refuses `clone` with `CLONE_PIDFD` (EPERM or ENOSYS, not the EINVAL of
+/// old kernels), functions still start: without a pidfd.
+#[test]
+fn functions_start_where_seccomp_refuses_pidfds() {
+    let tmp = TempDir::new();
+    let script = tmp.path().join("refuse_pidfd.py");
+    std::fs::write(&script, REFUSE_PIDFD).unwrap();
+    for errno in ["EPERM", "ENOSYS"] {
+        let mut options = Options::new(&[("fprocess", "cat")]);
+        options.wrapper = vec!["python3".into(), script.display().to_string(), errno.into()];
+        let wd = Watchdog::start_with(options);
+        for _ in 0..3 {
+            let r = wd.post("/", b"started");
+            assert_eq!((r.status, r.text().as_str()), (200, "started"), "{errno}:\n{}", wd.logs());
+        }
+    }
 }
 
 // ---------------------------------------------------------------- misbehaving functions
@@ -646,8 +821,7 @@ fn read_only_lock_directory_is_a_start_error() {
         let ran = Command::new(wrapper[0]).args(&wrapper[1..]).arg("touch").arg(&probe).output();
         let denied = ran.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
         if !denied || probe.exists() {
-            eprintln!("SKIPPED: running as root and `setpriv` cannot drop CAP_DAC_OVERRIDE here");
-            return;
+            return skip("running as root and `setpriv` cannot drop CAP_DAC_OVERRIDE here");
         }
     }
     let start = |tmpdir: &std::path::Path| {

@@ -56,6 +56,8 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(log.contains("No new connections allowed, draining: 3 requests"), "{log}");
     assert!(log.contains("Exiting."), "{log}");
     assert!(!wd.lock_path().exists());
+    let removing = format!("Removing lock-file : {}", wd.lock_path().display());
+    assert_eq!(log.matches(&removing).count(), 1, "logged once, as Go does:\n{log}");
 }
 
 #[test]
@@ -71,6 +73,7 @@ fn sigint_drains_without_the_healthcheck_wait() {
     assert!(signalled.elapsed() < Duration::from_secs(10), "did not wait healthcheck_interval");
     assert!(wd.logs().contains("SIGINT: no new connections in 0s"));
     assert!(!wd.lock_path().exists());
+    assert_eq!(wd.logs().matches("Removing lock-file : ").count(), 1, "{}", wd.logs());
 }
 
 #[test]
@@ -176,7 +179,7 @@ fn unshare_works() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: `unshare --pid --fork --mount-proc` is not permitted here; PID-1 behaviour untested");
+        skip("`unshare --pid --fork --mount-proc` is not permitted here; PID-1 behaviour untested");
     }
     ok
 }

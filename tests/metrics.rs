@@ -4,13 +4,14 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 /// Checks the exposition with `promtool check metrics` (Debian's `prometheus` package, installed
-/// by .ci/run). Returns false, after saying so, where promtool is missing.
+/// by .ci/run). Returns false where promtool is missing (see `skip`: in CI that fails).
 fn promtool_accepts(text: &str) -> bool {
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
@@ -19,9 +20,7 @@ fn promtool_accepts(text: &str) -> bool {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!(
-            "SKIPPED: promtool not installed (apt-get install prometheus); the format was not checked by a real parser"
-        );
+        skip("promtool not installed (apt-get install prometheus); the format was not checked by a real parser");
         return false;
     };
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
@@ -133,4 +132,37 @@ fn metrics_port_in_use_is_a_start_error_and_0_disables() {
 
     let wd = Watchdog::start(&[("fprocess", "cat"), ("metrics_port", "0")]);
     assert!(!wd.logs().contains("Metrics listening"), "{}", wd.logs());
+}
+
+/// Where promtool is missing, the exposition test fails in CI (`CI=true`) and, elsewhere, passes
+/// but says SKIPPED on stderr even though the harness captures what passing tests print. The
+/// test binary runs that one test again, with a PATH that has `sh` and `cat` and no promtool.
+#[test]
+fn a_missing_promtool_fails_in_ci_and_shows_when_skipped() {
+    let bin = TempDir::new();
+    for tool in ["sh", "cat", "test"] {
+        let found = ["/bin", "/usr/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
+        std::os::unix::fs::symlink(found.expect(tool), bin.path().join(tool)).unwrap();
+    }
+    let run = |ci: Option<&str>| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["exposition_parses_and_counters_move_with_traffic", "--exact"]).env("PATH", bin.path());
+        command.env_remove("CI");
+        if let Some(ci) = ci {
+            command.env("CI", ci);
+        }
+        command.output().unwrap()
+    };
+    let in_ci = run(Some("true"));
+    let stdout = String::from_utf8_lossy(&in_ci.stdout);
+    assert!(!in_ci.status.success(), "CI=true and no promtool: the test must fail\n{stdout}");
+    assert!(stdout.contains("promtool not installed"), "{stdout}");
+
+    let local = run(None);
+    let (stdout, stderr) = (String::from_utf8_lossy(&local.stdout), String::from_utf8_lossy(&local.stderr));
+    assert!(local.status.success(), "without CI the test is skipped, not failed\n{stdout}{stderr}");
+    assert!(
+        stderr.contains("SKIPPED exposition_parses_and_counters_move_with_traffic: promtool not installed"),
+        "the skip shows in every run:\n{stderr}"
+    );
 }

@@ -33,7 +33,7 @@ const WARM_UP: usize = 400;
 /// only cost time), one in 20 is aborted, 3 in 20 fail, the rest succeed. exec_timeout is
 /// generous (3 s) so that a busy machine does not turn successes into timeouts.
 fn kind(i: usize) -> Kind {
-    if i % 200 == 0 && i >= WARM_UP {
+    if i.is_multiple_of(200) && i >= WARM_UP {
         return Kind::Timeout;
     }
     match i % 20 {

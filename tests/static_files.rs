@@ -102,6 +102,19 @@ fn directories_serve_their_index_and_redirect_like_go() {
     assert_not_found(&site.get("/sub/page.txt/"), "a file is not a directory");
 }
 
+/// A redirect to a directory whose name has a backslash escapes it, as the path-cleaning redirect
+/// does: `\\evil.com/` in a Location would take a browser to another site.
+#[test]
+fn a_backslash_in_a_directory_redirect_is_escaped() {
+    let site = Site::new();
+    let dir = site.tmp.path().join("public/\\\\evil.com");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "in").unwrap();
+    let r = site.get("/\\\\evil.com");
+    assert_eq!((r.status, r.header("Location")), (301, Some("%5C%5Cevil.com/")));
+    assert_eq!(site.get("/%5C%5Cevil.com/").text(), "in");
+}
+
 #[test]
 fn missing_files_are_404() {
     let site = Site::new();

@@ -124,6 +124,8 @@ pub struct AccessLog {
     uri: String,
     call_id: Option<String>,
     quiet: bool,
+    /// `200 OK` rather than `200` (http mode, as of-watchdog logs its upstream's status).
+    reason: bool,
 }
 
 impl AccessLog {
@@ -135,7 +137,14 @@ impl AccessLog {
             uri: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string()),
             call_id: with_call_id.then(|| header("x-call-id").unwrap_or("none").to_string()),
             quiet: header("user-agent").is_some_and(|ua| ua.starts_with("kube-probe")),
+            reason: false,
         }
+    }
+
+    /// Logs the status with its reason phrase: `POST / - 200 OK - …`.
+    pub fn with_reason(mut self) -> AccessLog {
+        self.reason = true;
+        self
     }
 
     /// Logs a response whose body is all there (its size is known).
@@ -153,8 +162,13 @@ impl AccessLog {
             None => ("", "", ""),
         };
         let tenths_of_ms = (elapsed.as_micros() + 50) / 100;
+        let reason = match status.canonical_reason() {
+            Some(reason) if self.reason => reason,
+            _ => "",
+        };
+        let space = if reason.is_empty() { "" } else { " " };
         log::info!(
-            "{} {} - {} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
+            "{} {} - {}{space}{reason} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
             self.method,
             self.uri,
             status.as_u16(),

@@ -83,10 +83,26 @@ impl StaticFiles {
         let path = req.uri().path().to_string();
         let this = Arc::clone(&self);
         // canonicalize, open and fstat block: keep them off the runtime's threads.
-        match tokio::task::spawn_blocking(move || resolve(&this.root, &path)).await {
-            Ok(Target::File(found)) => serve(found, head, since),
-            Ok(Target::Redirect(location)) => answers::redirect(&location, req.uri().query()),
-            Ok(Target::Missing) | Err(_) => answers::not_found(),
+        let target = tokio::task::spawn_blocking(move || resolve(&this.root, &path)).await;
+        answer(target, head, since, req.uri().query())
+    }
+}
+
+/// The answer for what the path led to. A lookup that failed (it panicked) is a 500: the file may
+/// well exist, and a 404 would say it does not.
+fn answer(
+    target: Result<Target, tokio::task::JoinError>,
+    head: bool,
+    since: Option<SystemTime>,
+    query: Option<&str>,
+) -> Response<Body> {
+    match target {
+        Ok(Target::File(found)) => serve(found, head, since),
+        Ok(Target::Redirect(location)) => answers::redirect(&location, query),
+        Ok(Target::Missing) => answers::not_found(),
+        Err(e) => {
+            log::error!("static: looking up the file failed: {e}");
+            answers::internal_error()
         }
     }
 }
@@ -271,6 +287,15 @@ mod tests {
         for bad in [&b"/../etc/passwd"[..], b"/a/../../b", b"/a/./b", b"/..", b"/a\0b"] {
             assert_eq!(relative_path(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_lookup_that_panicked_is_a_500_not_a_404() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let failed = runtime.block_on(async { tokio::task::spawn_blocking(|| -> Target { panic!("lookup") }).await });
+        assert!(failed.is_err());
+        assert_eq!(answer(failed, false, None, None).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer(Ok(Target::Missing), false, None, None).status(), StatusCode::NOT_FOUND);
     }
 
     #[test]

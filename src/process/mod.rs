@@ -10,7 +10,7 @@
 
 mod spawn;
 
-pub use spawn::{Env, Program};
+pub use spawn::{Env, Program, give_children_fd_limit};
 
 use std::fmt;
 use std::future::Future;
@@ -295,6 +295,9 @@ pub fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit status {code}");
     }
+    if let Some(errno) = status.stopped_signal() {
+        return format!("wait: {}", errno_text(errno));
+    }
     let signal = status.signal().unwrap_or(0);
     let name = match signal {
         libc::SIGHUP => "hangup",
@@ -326,19 +329,24 @@ fn errno_text(code: i32) -> String {
     chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
+/// Reaps `pid`. A failed wait (ECHILD: someone else reaped it) is logged and becomes a failure,
+/// never a success: the function's real end is unknown.
 fn waitpid_blocking(pid: libc::pid_t) -> ExitStatus {
-    let mut status = 0;
-    loop {
-        // SAFETY: plain syscall with a valid out-pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if rc == pid {
-            return ExitStatus::from_raw(status);
-        }
-        if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            // ECHILD: already reaped elsewhere; nothing to report.
-            return ExitStatus::from_raw(0);
+    match spawn::reap_now(pid) {
+        Ok(status) => ExitStatus::from_raw(status),
+        Err(e) => {
+            log::error!("waitpid({pid}): {e}");
+            wait_failed(&e)
         }
     }
+}
+
+/// A failed wait as an `ExitStatus`, which has no such case: our waits never ask for stopped
+/// children (no `WUNTRACED`), so a "stopped" status can only be this, and it carries the errno
+/// where the signal would be. [`describe`] words it like Go: `wait: no child processes`.
+fn wait_failed(error: &io::Error) -> ExitStatus {
+    let errno = error.raw_os_error().unwrap_or(libc::ECHILD) & 0xff;
+    ExitStatus::from_raw((errno << 8) | 0x7f)
 }
 
 /// A pipe whose ends are both close-on-exec (the child gets its end through dup2) and non-blocking
@@ -466,5 +474,14 @@ mod tests {
         assert_eq!(error("foo", spawn::Failure::NotFound), r#"exec: "foo": executable file not found in $PATH"#);
         assert_eq!(error("/no/bin", os(libc::ENOENT)), "fork/exec /no/bin: no such file or directory");
         assert_eq!(error("/etc/passwd", os(libc::EACCES)), "fork/exec /etc/passwd: permission denied");
+    }
+
+    #[test]
+    fn a_failed_wait_is_a_failure_never_exit_status_0() {
+        // Not our child: waitpid fails with ECHILD.
+        let status = waitpid_blocking(std::process::id() as libc::pid_t);
+        assert!(!status.success(), "{status:?}");
+        assert_eq!(status.code(), None);
+        assert_eq!(describe(status), "wait: no child processes");
     }
 }

@@ -60,6 +60,8 @@ struct ChildArgs {
     stdio: [RawFd; 3],
     reset: *const c_int,
     reset_len: usize,
+    /// The open files limit to give the child, or null to leave the watchdog's.
+    nofile: *const libc::rlimit,
     /// Written by the child when `execve` (or a step before it) fails; read by the parent after
     /// the child has exec'd or exited (`CLONE_VFORK` suspends the parent until then).
     error: c_int,
@@ -72,8 +74,17 @@ thread_local! {
     static STACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Cleared once the kernel has refused `CLONE_PIDFD`.
+/// Cleared once the kernel (or a seccomp filter) has refused `CLONE_PIDFD`.
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// The open files limit the watchdog started with, for its children; see [`give_children_fd_limit`].
+static CHILD_FD_LIMIT: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Every function started from now on gets `limit` as its open files limit: the watchdog raises
+/// its own soft limit, and must not hand the raised one down (Go restores it for children too).
+pub fn give_children_fd_limit(limit: libc::rlimit) {
+    let _ = CHILD_FD_LIMIT.set(limit);
+}
 
 impl Program {
     pub fn new(argv: &[String]) -> Program {
@@ -124,6 +135,7 @@ impl Program {
             stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
             reset: reset.as_ptr(),
             reset_len: reset.len(),
+            nofile: CHILD_FD_LIMIT.get().map_or(std::ptr::null(), |limit| limit as *const libc::rlimit),
             error: 0,
         };
         let spawned = clone_child(&mut args).map_err(Failure::Os)?;
@@ -133,9 +145,9 @@ impl Program {
             return Ok(spawned);
         }
         // The child ran `_exit(127)`: reap it (it is already a zombie) and report why.
-        let mut status = 0;
-        // SAFETY: plain syscall on our own child.
-        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        if let Err(e) = reap_now(spawned.pid) {
+            log::error!("waitpid({}) after a failed exec: {e}", spawned.pid);
+        }
         if error == libc::ENOENT {
             self.forget_path();
         }
@@ -155,44 +167,76 @@ fn clone_child(args: &mut ChildArgs) -> io::Result<Spawned> {
         let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
         let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: valid pointers; the mask is restored below on every path.
-        unsafe {
+        // SAFETY: valid pointers; on success the mask is restored below on every path.
+        let rc = unsafe {
             libc::sigfillset(all.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), previous.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), previous.as_mut_ptr())
+        };
+        if rc != 0 {
+            // Not blocked, so a handler could run in the child: don't start it.
+            return Err(io::Error::from_raw_os_error(rc));
         }
-        let result = loop {
-            let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
-            let flags =
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | if with_pidfd { libc::CLONE_PIDFD } else { 0 };
-            let mut pidfd: c_int = -1;
-            // SAFETY: `child_main` only makes async-signal-safe calls on its own stack and reads
-            // `args`, which outlives the child's use of it (CLONE_VFORK: we resume only after its
-            // execve or _exit). With CLONE_PIDFD the kernel stores the pidfd in `pidfd`.
-            let pid = unsafe {
-                libc::clone(
-                    child_main,
-                    top as *mut c_void,
-                    flags,
-                    (args as *mut ChildArgs).cast(),
-                    &mut pidfd as *mut c_int,
-                )
-            };
-            if pid >= 0 {
-                // SAFETY: with CLONE_PIDFD the kernel created this descriptor for us.
-                let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-                break Ok(Spawned { pid, pidfd });
+        let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
+        let result = match clone_once(args, top, with_pidfd) {
+            Err(error) if with_pidfd && refuses_pidfd(&error) => {
+                // Once more without; if that works, CLONE_PIDFD was the problem: never again.
+                let retry = clone_once(args, top, false);
+                if retry.is_ok() {
+                    PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+                }
+                retry
             }
-            let error = io::Error::last_os_error();
-            if with_pidfd && error.raw_os_error() == Some(libc::EINVAL) {
-                PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
-                continue;
-            }
-            break Err(error);
+            result => result,
         };
         // SAFETY: restores the mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut()) };
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut()) };
+        if rc != 0 {
+            // This thread now has every signal blocked; signals still reach the other threads.
+            log::error!("pthread_sigmask: cannot restore the signal mask: {}", io::Error::from_raw_os_error(rc));
+        }
         result
     })
+}
+
+/// Whether a failed `clone` may be the kernel refusing `CLONE_PIDFD`: `EINVAL` before Linux 5.2;
+/// `EPERM` or `ENOSYS` from seccomp filters that allow only the flags they know (container
+/// runtimes).
+fn refuses_pidfd(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EINVAL | libc::EPERM | libc::ENOSYS))
+}
+
+/// One `clone` of the child onto the stack whose top is `top`.
+fn clone_once(args: &mut ChildArgs, top: usize, with_pidfd: bool) -> io::Result<Spawned> {
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | if with_pidfd { libc::CLONE_PIDFD } else { 0 };
+    let mut pidfd: c_int = -1;
+    // SAFETY: `child_main` only makes async-signal-safe calls on its own stack and reads `args`,
+    // which outlives the child's use of it (CLONE_VFORK: we resume only after its execve or
+    // _exit). With CLONE_PIDFD the kernel stores the pidfd in `pidfd`.
+    let pid = unsafe {
+        libc::clone(child_main, top as *mut c_void, flags, (args as *mut ChildArgs).cast(), &mut pidfd as *mut c_int)
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: with CLONE_PIDFD the kernel created this descriptor for us.
+    let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    Ok(Spawned { pid, pidfd })
+}
+
+/// Reaps `pid`, which has exited or is about to; retries when interrupted.
+pub fn reap_now(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall with a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return Ok(status);
+        }
+        let error = io::Error::last_os_error();
+        if rc >= 0 || error.kind() != io::ErrorKind::Interrupted {
+            return Err(if rc >= 0 { io::Error::other(format!("waitpid returned {rc}")) } else { error });
+        }
+    }
 }
 
 /// The child, between `clone` and `execve`. Runs on the borrowed stack in the parent's memory, so
@@ -204,7 +248,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // dup2 onto 0, 1 and 2, each made blocking (the parent's pipes are created non-blocking).
         let stdio_ready =
             |(&from, to): (&RawFd, c_int)| libc::dup2(from, to) == to && libc::fcntl(to, libc::F_SETFL, 0) == 0;
-        let ok = libc::setpgid(0, 0) == 0 && args.stdio.iter().zip(0..).all(stdio_ready);
+        let ok = libc::setpgid(0, 0) == 0
+            && args.stdio.iter().zip(0..).all(stdio_ready)
+            && (args.nofile.is_null() || libc::setrlimit(libc::RLIMIT_NOFILE, args.nofile) == 0);
         if ok {
             // Handlers would run the parent's code in this copy of its memory, and SIGPIPE is
             // ignored by Rust programs: everything back to the default, then no signal blocked.

@@ -79,6 +79,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// For a test that cannot run here because `why` (a tool is missing or not permitted). In CI
+/// (`CI=true`) that fails the test: CI installs every tool, so a missing one is a broken setup
+/// that would otherwise pass unnoticed. Elsewhere the test is skipped, and says so on the
+/// terminal, past the harness's capture of `eprintln!`, so that every run shows it. The caller
+/// returns right after.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    if in_ci() {
+        panic!("{test}: {why} (CI=true: a missing tool fails the test instead of skipping it)");
+    }
+    let _ = writeln!(io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
+/// Whether the tests run in CI (`CI=true`, as CI services set it; `.ci/run` sets it too).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -132,7 +150,30 @@ pub struct Watchdog {
     pub tmp: TempDir,
     log: Arc<Mutex<Capture>>,
     stdout: Arc<Mutex<Capture>>,
+    /// While set, the watchdog's stdout and stderr are not read (a stuck log collector).
+    held: Arc<Hold>,
     status: Option<ExitStatus>,
+}
+
+/// Whether the readers of the watchdog's output must stop reading.
+#[derive(Default)]
+struct Hold {
+    held: Mutex<bool>,
+    released: std::sync::Condvar,
+}
+
+impl Hold {
+    fn wait_while_held(&self) {
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+    }
+
+    fn set(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.released.notify_all();
+    }
 }
 
 impl Watchdog {
@@ -179,9 +220,10 @@ impl Watchdog {
         let mut child = command.spawn().expect("start fwatchdog");
         let log = Arc::new(Mutex::new(Capture { limit: options.log_limit, ..Capture::default() }));
         let stdout = Arc::new(Mutex::new(Capture::default()));
-        collect(child.stderr.take().expect("stderr"), Arc::clone(&log));
-        collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
-        let mut wd = Watchdog { child: Some(child), port: 0, metrics_port, tmp, log, stdout, status: None };
+        let held = Arc::new(Hold::default());
+        collect(child.stderr.take().expect("stderr"), Arc::clone(&log), Arc::clone(&held));
+        collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout), Arc::clone(&held));
+        let mut wd = Watchdog { child: Some(child), port: 0, metrics_port, tmp, log, stdout, held, status: None };
         wd.port = wait_for(Duration::from_secs(10), "Listening on port", || {
             if let Some(status) = wd.try_status() {
                 panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
@@ -230,6 +272,17 @@ impl Watchdog {
             assert!(Instant::now() < deadline, "no log line {needle:?} within {limit:?}; log:\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Stops reading the watchdog's stdout and stderr, as a stuck log collector would: once the
+    /// pipes are full, its writes to them block. (A read already waiting still completes.)
+    pub fn hold_output(&self) {
+        self.held.set(true);
+    }
+
+    /// Reads the watchdog's stdout and stderr again.
+    pub fn release_output(&self) {
+        self.held.set(false);
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -319,10 +372,11 @@ struct Capture {
     ended: bool,
 }
 
-fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>) {
+fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Capture>>, held: Arc<Hold>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
+            held.wait_while_held();
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => {
                     into.lock().unwrap().ended = true;

@@ -1,22 +1,14 @@
 //! External tools that some tests need (a Docker engine, qemu, a cross compiler): finding them,
-//! what a missing one means (skipped outside CI, a failure in CI), and reading a binary's ELF
-//! header to tell what it was built for.
+//! saying what a missing one leaves untested (through [`super::skip`]: skipped outside CI, a
+//! failure in CI), and reading a binary's ELF header to tell what it was built for.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// Whether this is a CI run (`CI=true`, as CI starts .ci/run).
-pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
-}
-
-/// A tool the test needs is missing: outside CI the test is skipped, with a line on stderr saying
-/// what was not tested (written past the test harness's capture, so it shows in every run). In CI
-/// it fails: .ci/run installs every tool, so a missing one is a broken setup that a skip would hide.
+/// A tool the test needs is missing: the test is skipped, or fails in CI, naming what was not
+/// tested (see [`super::skip`]). The caller returns right after.
 pub fn missing(tool: &str, untested: &str) {
-    let line = format!("{tool} is missing, so this was not tested: {untested}");
-    assert!(!in_ci(), "CI=true: {line}");
-    let _ = writeln!(io::stderr(), "SKIPPED: {line}");
+    super::skip(&format!("{tool} is missing, so this was not tested: {untested}"));
 }
 
 /// The path of `program` on PATH.

@@ -112,7 +112,7 @@ impl Http {
         let upgrade = websocket_upgrade(req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let log = AccessLog::new(&parts, self.cfg.log_callid);
+        let log = AccessLog::new(&parts, self.cfg.log_callid).with_reason();
         if parts.method == Method::CONNECT {
             return finish(log, &scope, answers::method_not_allowed(None));
         }
@@ -124,6 +124,11 @@ impl Http {
         };
         let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
         let mut headers = parts.headers;
+        // `curl -X POST` frames no body; Go's client says `Content-Length: 0` for these methods, and
+        // Express's body parser (the node templates) needs it to hand the handler "" and not {}.
+        if !framed && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         remove_hop_by_hop(&mut headers, upgrade);
         let outgoing = Outgoing { method: parts.method, uri, headers, framed };
 
