@@ -16,9 +16,10 @@
 //!
 //! hyper's buffer must hold the largest request head (1 MiB), and the same figure bounds what it
 //! buffers of a response: for a client that reads slowly it would take up to 16 chunks of a
-//! streamed body (1 MiB) where it took one. [`pace`] keeps a streamed body at most [`AHEAD`] bytes
-//! ahead of what the socket has taken, so that a slow client still slows the function down instead
-//! of filling memory.
+//! streamed body (1 MiB) where it took one. [`pace`] asks a streamed body for more only once the
+//! socket has taken all of hyper's last write, and then at most [`AHEAD`] bytes before the next
+//! one, so that a slow client still slows the function down instead of filling memory: a client
+//! that stops reading leaves hyper holding what its last write did not take, one chunk.
 //!
 //! An answer whose body is delimited by the end of the connection (HTTP/1.0 without a length)
 //! looks complete however it ends; when it fails, [`pace`] marks the connection, and its close
@@ -42,8 +43,8 @@ use tokio::time::Sleep;
 
 use crate::body::Body;
 
-/// How far a streamed response body may run ahead of the socket: about what hyper held with a
-/// 64 KiB buffer.
+/// How much of a streamed response body hyper may be handed between two writes: what it held with
+/// a 64 KiB buffer.
 pub const AHEAD: u64 = 64 * 1024;
 
 /// The start of hyper's own 431 answer (the rest is the `Date` header and the blank line).
@@ -70,11 +71,16 @@ pub struct Conn {
     handle: Arc<Handle>,
 }
 
-/// What one connection shares with the responses sent on it: what its socket has taken and the
-/// [`pace`]d body waiting for it to take more, and whether its close must be a reset.
+/// What one connection shares with the responses sent on it: whether the socket took all of
+/// hyper's last write, the [`pace`]d body waiting for it to take more, and whether the
+/// connection's close must be a reset.
 #[derive(Default)]
 pub struct Handle {
-    sent: AtomicU64,
+    /// The socket did not take all of hyper's last write. hyper offers everything it holds in
+    /// every write (its queue is at most 16 buffers, a writev takes 64), so it still holds some.
+    behind: AtomicBool,
+    /// Writes so far: a paced body counts what it handed to hyper since the last one.
+    writes: AtomicU64,
     waiting: Mutex<Option<Waker>>,
     reset: AtomicBool,
 }
@@ -85,16 +91,16 @@ impl Handle {
         self.reset.store(true, Ordering::Relaxed);
     }
 
-    fn add(&self, n: usize) {
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-        let waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        if let Some(waker) = waiting {
-            waker.wake();
+    /// A write of `offered` bytes of which the socket took `taken`.
+    fn wrote(&self, offered: usize, taken: usize) {
+        self.behind.store(taken < offered, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if taken > 0 {
+            let waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let Some(waker) = waiting {
+                waker.wake();
+            }
         }
-    }
-
-    fn bytes(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -111,9 +117,11 @@ impl Conn {
         Arc::clone(&self.handle)
     }
 
-    fn count(&self, poll: &Poll<io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = poll {
-            self.handle.add(*n);
+    fn count(&self, offered: usize, poll: &Poll<io::Result<usize>>) {
+        match poll {
+            Poll::Ready(Ok(n)) => self.handle.wrote(offered, *n),
+            Poll::Pending => self.handle.wrote(offered, 0),
+            Poll::Ready(Err(_)) => {}
         }
     }
 
@@ -217,7 +225,7 @@ impl Write for Conn {
             return this.poll_replacement(cx);
         }
         let poll = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.count(&poll);
+        this.count(buf.len(), &poll);
         this.guard(cx, poll)
     }
 
@@ -237,7 +245,7 @@ impl Write for Conn {
             return this.poll_replacement(cx);
         }
         let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.count(&poll);
+        this.count(bufs.iter().map(|b| b.len()).sum(), &poll);
         this.guard(cx, poll)
     }
 
@@ -258,15 +266,16 @@ impl Write for Conn {
     }
 }
 
-/// `body`, made to wait whenever it is [`AHEAD`] bytes ahead of what the connection's socket has
-/// taken since the response started. A body known up front is left as it is. `close_delimited`:
+/// `body`, made to wait while the socket has not taken all of hyper's last write, or hyper was
+/// handed [`AHEAD`] bytes of it since. A body known up front is left as it is. `close_delimited`:
 /// the body ends where the connection does (HTTP/1.0 without a length), so if it fails the
 /// connection is reset, or the client would take what came for the whole answer.
 pub fn pace(body: Body, conn: &Arc<Handle>, close_delimited: bool) -> Body {
     match body {
         Body::Stream(_) => {
             let conn = Arc::clone(conn);
-            Body::stream(Paced { start: conn.bytes(), conn, yielded: 0, close_delimited, body })
+            let writes = conn.writes.load(Ordering::Relaxed);
+            Body::stream(Paced { body, conn, writes, since: 0, close_delimited })
         }
         full => full,
     }
@@ -275,16 +284,24 @@ pub fn pace(body: Body, conn: &Arc<Handle>, close_delimited: bool) -> Body {
 struct Paced {
     body: Body,
     conn: Arc<Handle>,
-    /// What the socket had taken when the response started (its head counts as sent too).
-    start: u64,
-    /// Body bytes handed to hyper.
-    yielded: u64,
+    /// The connection's write count when `since` started.
+    writes: u64,
+    /// Body bytes handed to hyper since its last write.
+    since: u64,
     close_delimited: bool,
 }
 
 impl Paced {
-    fn ahead(&self) -> bool {
-        self.yielded.saturating_sub(self.conn.bytes() - self.start) >= AHEAD
+    /// Whether hyper holds enough: what its last write left, or [`AHEAD`] since. Measured afresh at
+    /// each write, never as a running total of what the socket took against what was handed over:
+    /// the head and the chunk framing count on the socket's side only, and over a long stream that
+    /// error would add up until the bound is gone.
+    fn ahead(&mut self) -> bool {
+        let writes = self.conn.writes.load(Ordering::Relaxed);
+        if writes != self.writes {
+            (self.writes, self.since) = (writes, 0);
+        }
+        self.conn.behind.load(Ordering::Relaxed) || self.since >= AHEAD
     }
 }
 
@@ -296,15 +313,15 @@ impl hyper::body::Body for Paced {
         let this = self.get_mut();
         if this.ahead() {
             *this.conn.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cx.waker().clone());
-            // The socket may have taken more meanwhile (another thread of the same connection
-            // cannot write, but be sure rather than sleep forever).
+            // The socket may have taken more meanwhile (the connection's writes run on this task,
+            // but be sure rather than sleep forever).
             if this.ahead() {
                 return Poll::Pending;
             }
         }
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
         match &frame {
-            Some(Ok(frame)) => this.yielded += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Some(Ok(frame)) => this.since += frame.data_ref().map_or(0, |d| d.len() as u64),
             Some(Err(_)) if this.close_delimited => this.conn.reset_on_close(),
             _ => {}
         }
