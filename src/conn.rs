@@ -19,7 +19,9 @@
 //! streamed body (1 MiB) where it took one. [`pace`] asks a streamed body for more only once the
 //! socket has taken all of hyper's last write, and then at most [`AHEAD`] bytes before the next
 //! one, so that a slow client still slows the function down instead of filling memory: a client
-//! that stops reading leaves hyper holding what its last write did not take, one chunk.
+//! that stops reading leaves hyper holding what its last write did not take, one chunk. Reads are
+//! kept to [`MAX_READ`] for the same reason: the pieces of a request body are as big as the reads
+//! that brought them.
 //!
 //! An answer whose body is delimited by the end of the connection (HTTP/1.0 without a length)
 //! looks complete however it ends; when it fails, [`pace`] marks the connection, and its close
@@ -46,6 +48,11 @@ use crate::body::Body;
 /// How much of a streamed response body hyper may be handed between two writes: what it held with
 /// a 64 KiB buffer.
 pub const AHEAD: u64 = 64 * 1024;
+
+/// The most read from the socket at once. hyper's reads grow up to its buffer (1 MiB) while a
+/// client sends fast, and each piece of a request body it hands on then holds as much: a function
+/// that stops reading its upload would hold several times what it did with a 64 KiB buffer.
+const MAX_READ: usize = 64 * 1024;
 
 /// The start of hyper's own 431 answer (the rest is the `Date` header and the blank line).
 const HYPER_431: &[u8] =
@@ -205,7 +212,9 @@ impl Read for Conn {
         // SAFETY: tokio's ReadBuf only ever initialises the uninitialised bytes it is given, and
         // exactly `filled` of them were.
         let n = unsafe {
-            let mut read = ReadBuf::uninit(buf.as_mut());
+            let unfilled = buf.as_mut();
+            let limit = unfilled.len().min(MAX_READ);
+            let mut read = ReadBuf::uninit(&mut unfilled[..limit]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
             read.filled().len()
         };
