@@ -276,9 +276,9 @@ impl Write for Conn {
 }
 
 /// `body`, made to wait while the socket has not taken all of hyper's last write, or hyper was
-/// handed [`AHEAD`] bytes of it since. A body known up front is left as it is. `close_delimited`: the body
-/// ends where the connection does (HTTP/1.0 without a length), so if it fails the connection is
-/// reset, or the client would take what came for the whole answer.
+/// handed [`AHEAD`] bytes of it since. A body known up front is left as it is. `close_delimited`:
+/// the body ends where the connection does (HTTP/1.0 without a length), so if it fails the
+/// connection is reset, or the client would take what came for the whole answer.
 pub fn pace(body: Body, conn: &Arc<Handle>, close_delimited: bool) -> Body {
     match body {
         Body::Stream(_) => {
@@ -302,9 +302,9 @@ struct Paced {
 
 impl Paced {
     /// Whether hyper holds enough: what its last write left, or [`AHEAD`] since. Measured afresh at
-    /// each write, never as a running total of what the socket took against what was handed over
-    /// (the head and the chunk framing count on one side only, and a long stream of small chunks
-    /// would add that up until the bound is gone).
+    /// each write, never as a running total of what the socket took against what was handed over:
+    /// the head and the chunk framing count on the socket's side only, and over a long stream that
+    /// error would add up until the bound is gone.
     fn ahead(&mut self) -> bool {
         let writes = self.conn.writes.load(Ordering::Relaxed);
         if writes != self.writes {
