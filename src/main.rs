@@ -13,6 +13,7 @@ mod function_logs;
 mod health;
 mod init;
 mod limiter;
+mod listener;
 mod logging;
 mod marshal;
 mod metrics;

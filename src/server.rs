@@ -1,11 +1,10 @@
-//! The HTTP front: listeners, the accept loop, routing (heads Go's server refuses get 400, then
+//! The HTTP front: the accept loop, routing (heads Go's server refuses get 400, then
 //! `/_/health`, `/_/ready`, everything else to the mode), the framing of answers to HTTP/1.0, the
 //! `max_inflight` admission, metrics around each function request, and the shutdown timeline from
 //! the first signal to the exit code.
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioTimer;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use crate::body::{Body, Cut, RequestBody};
@@ -29,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::modes::{self, Admission, Handler, Scope};
 use crate::process;
 use crate::shutdown::{Cancel, Signals, Stop};
-use crate::{answers, path};
+use crate::{answers, listener, path};
 
 /// The largest request head (request line and headers), Go's figure (`MaxHeaderBytes` of 1 MiB
 /// plus the 4096 bytes it adds): a bigger head gets 431. It is hyper's read buffer, which also
@@ -67,12 +66,12 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
     };
     log::info!("{}", cfg.timeouts_line());
 
-    let listener = match bind(cfg.port).await {
+    let listener = match listener::bind(cfg.port).await {
         Ok(listener) => listener,
         Err(e) => return fatal(&format!("port: cannot listen on port {}: {e}", cfg.port)),
     };
     let metrics_listener = match cfg.metrics_port {
-        Some(port) => match bind(port).await {
+        Some(port) => match listener::bind(port).await {
             Ok(listener) => Some(listener),
             Err(e) => return fatal(&format!("metrics_port: cannot listen on port {port}: {e}")),
         },
@@ -170,48 +169,6 @@ fn forced_exit(app: &App, stop: Stop) -> i32 {
     app.cancel.cancel();
     process::signal_all(libc::SIGKILL);
     128 + if stop == Stop::Term { libc::SIGTERM } else { libc::SIGINT }
-}
-
-/// Binds `port` on every address: IPv6 and IPv4 where the host has IPv6, IPv4 otherwise.
-async fn bind(port: u16) -> io::Result<TcpListener> {
-    let v6 = || -> io::Result<TcpSocket> {
-        let socket = TcpSocket::new_v6()?;
-        set_dual_stack(&socket)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot accept IPv4 on an IPv6 socket: {e}")))?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::from(([0u16; 8], port)))?;
-        Ok(socket)
-    };
-    let socket = match v6() {
-        Ok(socket) => socket,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
-        Err(e) => {
-            log::info!("port {port}: IPv4 only ({e})");
-            let socket = TcpSocket::new_v4()?;
-            socket.set_reuseaddr(true)?;
-            socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
-            socket
-        }
-    };
-    socket.listen(1024)
-}
-
-/// Makes an IPv6 socket take IPv4 connections too. If that fails the socket would silently be
-/// IPv6-only (with `net.ipv6.bindv6only=1`), so the error is the caller's to handle.
-fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: setsockopt with a valid pointer and length on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&raw const off).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 fn local_port(listener: &TcpListener) -> u16 {
@@ -572,17 +529,6 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[test]
-    fn a_failed_dual_stack_option_is_an_error() {
-        // IPV6_V6ONLY on an IPv4 socket fails: the error reaches the caller, which falls back.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
-        let _guard = runtime.enter();
-        assert!(set_dual_stack(&TcpSocket::new_v4().unwrap()).is_err());
-        if let Ok(v6) = TcpSocket::new_v6() {
-            assert!(set_dual_stack(&v6).is_ok());
-        }
-    }
-
     #[test]
     fn host_bytes_are_checked_like_go() {
         assert!(b"example.com:8080".iter().all(|&b| valid_host_byte(b)));

@@ -1,0 +1,54 @@
+//! The listening sockets: each port the watchdog serves is bound on every address, IPv6 and IPv4
+//! in one socket where the host has IPv6.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Binds `port` on every address: IPv6 and IPv4 where the host has IPv6, IPv4 otherwise.
+pub async fn bind(port: u16) -> io::Result<TcpListener> {
+    let v6 = || -> io::Result<TcpSocket> {
+        let socket = TcpSocket::new_v6()?;
+        set_dual_stack(&socket)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot accept IPv4 on an IPv6 socket: {e}")))?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from(([0u16; 8], port)))?;
+        Ok(socket)
+    };
+    let socket = match v6() {
+        Ok(socket) => socket,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+        Err(e) => {
+            log::info!("port {port}: IPv4 only ({e})");
+            let socket = TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+            socket
+        }
+    };
+    socket.listen(1024)
+}
+
+/// Makes an IPv6 socket take IPv4 connections too. If that fails the socket would silently be
+/// IPv6-only (with `net.ipv6.bindv6only=1`), so the error is the caller's to handle.
+fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_only_v6(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_dual_stack_option_is_an_error() {
+        // IPV6_V6ONLY on an IPv4 socket fails: the error reaches the caller, which falls back.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let _guard = runtime.enter();
+        assert!(set_dual_stack(&TcpSocket::new_v4().unwrap()).is_err());
+        if let Ok(v6) = TcpSocket::new_v6() {
+            assert!(set_dual_stack(&v6).is_ok());
+            assert!(!socket2::SockRef::from(&v6).only_v6().unwrap(), "IPv4 is accepted too");
+        }
+    }
+}
