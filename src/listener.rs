@@ -1,10 +1,17 @@
 //! The listening sockets: each port the watchdog serves is bound on every address, IPv6 and IPv4
-//! in one socket where the host has IPv6.
+//! in one socket where the host has IPv6; and how an accept loop waits after an accept error.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
+
+use crate::backoff::Backoff;
+
+/// After an accept error (out of file descriptors, most often: it lasts until some close), the
+/// next accept waits 5 ms, doubling to 500 ms while errors go on, and is immediate after a success.
+pub const ACCEPT_RETRY: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
 
 /// Binds `port` on every address: IPv6 and IPv4 where the host has IPv6, IPv4 otherwise.
 pub async fn bind(port: u16) -> io::Result<TcpListener> {

@@ -5,6 +5,7 @@
 //! and runs the server on a tokio runtime built by hand (after the PID-1 fork, never before).
 
 mod answers;
+mod backoff;
 mod body;
 mod cgi;
 mod config;

@@ -23,12 +23,13 @@ use crate::config::{Config, go_duration};
 use crate::conn::{self, Conn};
 use crate::health::Health;
 use crate::limiter::Limiter;
+use crate::listener::{self, ACCEPT_RETRY};
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::modes::{self, Admission, Handler, Scope};
 use crate::process;
 use crate::shutdown::{Cancel, Signals, Stop};
-use crate::{answers, listener, path};
+use crate::{answers, path};
 
 /// The largest request head (request line and headers), Go's figure (`MaxHeaderBytes` of 1 MiB
 /// plus the 4096 bytes it adds): a bigger head gets 431. It is hyper's read buffer, which also
@@ -178,18 +179,18 @@ fn local_port(listener: &TcpListener) -> u16 {
 /// Accepts connections until aborted. Accept errors (out of file descriptors, most often) never
 /// end the loop: it backs off and tries again.
 async fn accept_loop(listener: TcpListener, app: Arc<App>, connections: Arc<Connections>) {
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = ACCEPT_RETRY;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                backoff = Duration::from_millis(5);
+                backoff.reset();
                 serve_connection(stream, &app, &connections);
             }
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {
-                log::warn!("accept: {e}; retrying in {}", go_duration(backoff));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                let pause = backoff.next_pause();
+                log::warn!("accept: {e}; retrying in {}", go_duration(pause));
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -508,11 +509,13 @@ impl Drop for ConnectionGuard {
 async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    let mut backoff = ACCEPT_RETRY;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            backoff.sleep().await;
             continue;
         };
+        backoff.reset();
         let metrics = Arc::clone(&metrics);
         let service = service_fn(move |req: Request<Incoming>| {
             let response =

@@ -26,6 +26,8 @@ use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+use crate::backoff::Backoff;
+
 /// How long output may still arrive after the function exited, from descendants that inherited
 /// its stdout; then they are killed. (The reference watchdogs wait for them without limit.)
 pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
@@ -211,10 +213,9 @@ impl Child {
     }
 
     async fn poll_exit(&self) {
-        let mut pause = Duration::from_millis(1);
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(50));
         while !self.has_exited() {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            backoff.sleep().await;
         }
     }
 

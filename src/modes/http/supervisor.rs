@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, go_duration};
 use crate::function_logs::Stream;
 use crate::modes::log_output;
@@ -113,15 +114,14 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// Waits until `host:port` accepts TCP connections.
 pub async fn wait_listening(host: String, port: u16) {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
     loop {
         let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect((host.as_str(), port)));
         if let Ok(Ok(_)) = attempt.await {
             log::info!("Function accepts connections after {:.3}s", start.elapsed().as_secs_f64());
             return;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        backoff.sleep().await;
     }
 }
 
