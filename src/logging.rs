@@ -19,12 +19,15 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::sys;
 
 /// Below this many queued bytes there is [`room`] for function requests and function output.
 pub const ROOM: usize = 256 * 1024;
@@ -39,10 +42,12 @@ pub enum Output {
 }
 
 impl Output {
-    fn fd(self) -> libc::c_int {
+    /// Runs `f` with the descriptor, lent by std's handle for it. Its buffer (stdout's) is not
+    /// used: the bytes go to the descriptor as they are.
+    fn with_fd<T>(self, f: impl FnOnce(BorrowedFd<'_>) -> T) -> T {
         match self {
-            Output::Stdout => libc::STDOUT_FILENO,
-            Output::Stderr => libc::STDERR_FILENO,
+            Output::Stdout => f(std::io::stdout().as_fd()),
+            Output::Stderr => f(std::io::stderr().as_fd()),
         }
     }
 }
@@ -321,9 +326,7 @@ fn write_now(output: Output, bytes: &[u8]) -> bool {
     if bytes.len() > libc::PIPE_BUF {
         return false;
     }
-    let mut pollfd = libc::pollfd { fd: output.fd(), events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd; a zero timeout only asks.
-    let ready = unsafe { libc::poll(&mut pollfd, 1, 0) } == 1 && pollfd.revents & libc::POLLOUT != 0;
+    let ready = output.with_fd(|fd| sys::poll(fd, libc::POLLOUT, 0).is_ok_and(|events| events & libc::POLLOUT != 0));
     if ready {
         write_fd(output, bytes);
     }
@@ -333,23 +336,21 @@ fn write_now(output: Output, bytes: &[u8]) -> bool {
 /// Writes all of `bytes` to stdout or stderr, waiting as long as the pipe needs. Nothing is
 /// buffered on the way (Rust's stdout would hold a last line without a newline). A stream that
 /// cannot be written (closed, broken) loses the bytes: there is nowhere to say so.
-fn write_fd(output: Output, mut bytes: &[u8]) {
+fn write_fd(output: Output, bytes: &[u8]) {
+    output.with_fd(|fd| write_all(fd, bytes));
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        // SAFETY: writes from a valid buffer to a standard descriptor (kept open by main).
-        let n = unsafe { libc::write(output.fd(), bytes.as_ptr().cast(), bytes.len()) };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => {}
+        match sys::write(fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // Someone made the descriptor non-blocking: wait until it takes more.
-            Some(libc::EAGAIN) => {
-                let mut pollfd = libc::pollfd { fd: output.fd(), events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pollfd, 1, -1) };
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = sys::poll(fd, libc::POLLOUT, -1);
             }
-            _ => return,
+            Err(_) => return,
         }
     }
 }

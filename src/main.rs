@@ -23,6 +23,7 @@ mod path;
 mod process;
 mod server;
 mod shutdown;
+mod sys;
 mod words;
 
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
         }
     }
 
-    open_standard_streams();
+    sys::open_standard_streams();
     init::split_if_pid1();
     logging::init(config::log_filter());
     log::info!("Version: {VERSION}\tSHA: {SHA}");
@@ -137,34 +138,16 @@ fn usage() -> String {
     text
 }
 
-/// Makes sure descriptors 0, 1 and 2 are open (on /dev/null if a supervisor closed them), so that no
-/// pipe or socket of ours is ever given one of those numbers: a function's stdio is set up by
-/// `dup2` onto 0, 1 and 2, which would otherwise clobber it.
-fn open_standard_streams() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries; open() returns the lowest free number, i.e. `fd`.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) < 0 {
-                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            }
-        }
-    }
-}
-
 /// Rust, unlike Go, leaves the soft limit on open files low; every connection and pipe needs one.
 /// Functions get the original limit back, as Go gives its children: a program may rely on it
 /// (`select()` breaks above 1024 descriptors) or size tables by it.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+    let Ok(limit) = sys::nofile_limit() else { return };
+    if limit.rlim_cur >= limit.rlim_max {
         return;
     }
-    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-    // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        process::give_children_fd_limit(limit);
-    } else {
-        log::warn!("cannot raise the open files limit to {}: {}", limit.rlim_max, std::io::Error::last_os_error());
+    match sys::set_nofile_limit(&libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max }) {
+        Ok(()) => process::give_children_fd_limit(limit),
+        Err(e) => log::warn!("cannot raise the open files limit to {}: {e}", limit.rlim_max),
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use hyper::Method;
 
+use crate::sys;
+
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BUCKET_LABELS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
 
@@ -156,9 +158,7 @@ fn process_metrics(out: &mut String) {
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         gauge("process_open_fds", "Number of open file descriptors.", "gauge", fds.count().saturating_sub(1) as f64);
     }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+    if let Ok(limit) = sys::nofile_limit() {
         gauge("process_max_fds", "Maximum number of open file descriptors.", "gauge", limit.rlim_cur as f64);
     }
 }
@@ -191,15 +191,11 @@ fn boot_time() -> Option<u64> {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
+    sys::sysconf(libc::_SC_CLK_TCK).map_or(100.0, |ticks| ticks as f64)
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as u64 } else { 4096 }
+    sys::sysconf(libc::_SC_PAGESIZE).unwrap_or(4096)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub use spawn::{Env, Program, give_children_fd_limit};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Mutex, OnceLock};
@@ -27,6 +27,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
 use crate::backoff::Backoff;
+use crate::sys;
 
 /// How long output may still arrive after the function exited, from descendants that inherited
 /// its stdout; then they are killed. (The reference watchdogs wait for them without limit.)
@@ -372,7 +373,7 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
     let mut written = 0;
     // Most bodies fit in the pipe: write directly, without registering with the reactor.
     while written < data.len() {
-        match write_fd(&stdin, &data[written..]) {
+        match sys::write(stdin.as_fd(), &data[written..]) {
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -454,12 +455,6 @@ async fn alongside<T>(main: impl Future<Output = T>, side: impl Future<Output = 
         main.as_mut().poll(cx)
     })
     .await
-}
-
-fn write_fd(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: writes from a valid buffer to a descriptor we own.
-    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 #[cfg(test)]

@@ -7,10 +7,9 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use hyper::Uri;
@@ -18,6 +17,8 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{CaptureConnection, Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::sys::{Abortable, Aborter};
 
 /// Makes [`Io`]s: plain TCP connections, each with its [`Handle`].
 #[derive(Clone)]
@@ -40,28 +41,21 @@ impl tower_service::Service<Uri> for Connector {
 
 /// One connection to the function.
 pub struct Io {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<Abortable>,
     handle: Handle,
 }
 
 impl Io {
     fn new(io: TokioIo<TcpStream>) -> Io {
-        let fd = io.inner().as_raw_fd();
-        Io { io, handle: Handle(Arc::new(Shared { fd: Mutex::new(Some(fd)), served: AtomicBool::new(false) })) }
-    }
-}
-
-impl Drop for Io {
-    fn drop(&mut self) {
-        // Before the descriptor closes (the fields drop after this): a handle never reaches a
-        // descriptor number that has been reused.
-        *self.handle.fd() = None;
+        let stream = Abortable::new(io.into_inner());
+        let shared = Shared { aborter: stream.aborter(), served: AtomicBool::new(false) };
+        Io { io: TokioIo::new(stream), handle: Handle(Arc::new(shared)) }
     }
 }
 
 impl Connection for Io {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.handle.clone())
+        self.io.inner().get_ref().connected().extra(self.handle.clone())
     }
 }
 
@@ -102,8 +96,8 @@ impl Write for Io {
 pub struct Handle(Arc<Shared>);
 
 struct Shared {
-    /// The socket, while the connection is open.
-    fd: Mutex<Option<RawFd>>,
+    /// Shuts the socket down, while the connection is open.
+    aborter: Aborter,
     /// An answer came on this connection.
     served: AtomicBool,
 }
@@ -117,19 +111,11 @@ impl Handle {
         extras.get::<Handle>().cloned()
     }
 
-    fn fd(&self) -> std::sync::MutexGuard<'_, Option<RawFd>> {
-        self.0.fd.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Shuts the connection down both ways: whatever hyper's connection task was doing with it
     /// (writing an upload the function does not read, waiting for an answer) fails at once, and
     /// the task drops the request and closes the connection.
     pub fn abort(&self) {
-        if let Some(fd) = *self.fd() {
-            // SAFETY: plain syscall on a socket that is still open: `Io::drop` clears `fd` under
-            // the same lock before the socket closes.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
+        self.0.aborter.abort();
     }
 
     pub fn mark_served(&self) {
