@@ -29,7 +29,6 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, Take};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -62,8 +62,16 @@ const HYPER_431_LEN: usize = HYPER_431.len() + 29 + 4;
 const STATUS_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";
 const STATUS_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\n";
 
-pub struct Conn {
-    io: TcpStream,
+/// The connection as hyper drives it. hyper-util's `TokioIo` turns hyper's reads and writes into
+/// the [`Stream`]'s: lending hyper's uninitialised read buffer to tokio takes unchecked code, and
+/// that code is hyper-util's, not ours.
+pub struct Conn(TokioIo<Stream>);
+
+/// The connection's IO, as a tokio stream.
+struct Stream {
+    /// The socket. Its reads go through `Take` only to be kept to [`MAX_READ`] each (the limit is
+    /// set again before every read).
+    io: Take<TcpStream>,
     write_timeout: Option<Duration>,
     /// Running while a write is blocked; dropped as soon as a write makes progress.
     stalled: Option<Pin<Box<Sleep>>>,
@@ -116,14 +124,25 @@ impl Conn {
     /// 431s alone.
     pub fn new(stream: TcpStream, write_timeout: Option<Duration>, max_head: usize) -> Conn {
         let handle = Arc::default();
-        Conn { io: stream, write_timeout, stalled: None, max_head, read_since_write: 0, replacement: None, handle }
+        let io = stream.take(MAX_READ as u64);
+        Conn(TokioIo::new(Stream {
+            io,
+            write_timeout,
+            stalled: None,
+            max_head,
+            read_since_write: 0,
+            replacement: None,
+            handle,
+        }))
     }
 
     /// The handle the responses sent on this connection are [`pace`]d with.
     pub fn handle(&self) -> Arc<Handle> {
-        Arc::clone(&self.handle)
+        Arc::clone(&self.0.inner().handle)
     }
+}
 
+impl Stream {
     fn count(&self, offered: usize, poll: &Poll<io::Result<usize>>) {
         match poll {
             Poll::Ready(Ok(n)) => self.handle.wrote(offered, *n),
@@ -173,7 +192,7 @@ impl Conn {
                 self.replacement = None;
                 return Poll::Ready(Ok(original));
             }
-            let poll = Pin::new(&mut self.io).poll_write(cx, left);
+            let poll = Pin::new(self.io.get_mut()).poll_write(cx, left);
             match ready!(self.guard(cx, poll)) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
@@ -187,45 +206,27 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
+impl Drop for Stream {
     fn drop(&mut self) {
         if self.handle.reset.load(Ordering::Relaxed) {
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-            // SAFETY: setsockopt with a valid pointer and length on the socket we own; a zero
-            // linger makes the close that follows send a reset.
-            unsafe {
-                libc::setsockopt(
-                    self.io.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            // A zero linger makes the close that follows send a reset.
+            let _ = socket2::SockRef::from(self.io.get_ref()).set_linger(Some(Duration::ZERO));
         }
     }
 }
 
-impl Read for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // SAFETY: tokio's ReadBuf only ever initialises the uninitialised bytes it is given, and
-        // exactly `filled` of them were.
-        let n = unsafe {
-            let unfilled = buf.as_mut();
-            let limit = unfilled.len().min(MAX_READ);
-            let mut read = ReadBuf::uninit(&mut unfilled[..limit]);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
-            read.filled().len()
-        };
-        // SAFETY: `n` bytes were just initialised by the read.
-        unsafe { buf.advance(n) };
-        this.read_since_write = this.read_since_write.saturating_add(n);
+        let before = buf.filled().len();
+        this.io.set_limit(MAX_READ as u64);
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.read_since_write = this.read_since_write.saturating_add(buf.filled().len() - before);
         Poll::Ready(Ok(()))
     }
 }
 
-impl Write for Conn {
+impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let replace = this.replace_431(buf);
@@ -233,7 +234,7 @@ impl Write for Conn {
         if replace {
             return this.poll_replacement(cx);
         }
-        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        let poll = Pin::new(this.io.get_mut()).poll_write(cx, buf);
         this.count(buf.len(), &poll);
         this.guard(cx, poll)
     }
@@ -253,25 +254,57 @@ impl Write for Conn {
         if replace {
             return this.poll_replacement(cx);
         }
-        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let poll = Pin::new(this.io.get_mut()).poll_write_vectored(cx, bufs);
         this.count(bufs.iter().map(|b| b.len()).sum(), &poll);
         this.guard(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.get_ref().is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.io).poll_flush(cx);
+        let poll = Pin::new(this.io.get_mut()).poll_flush(cx);
         this.guard(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.io).poll_shutdown(cx);
+        let poll = Pin::new(this.io.get_mut()).poll_shutdown(cx);
         this.guard(cx, poll)
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
