@@ -6,6 +6,7 @@
 //! before any thread exists, PID 1 forks; the child runs the server as usual, and the parent
 //! becomes a minimal init that forwards signals to it, reaps every zombie, and exits with the
 //! server's exit code.
+#![allow(unsafe_code)] // fork, signal masks, sigtimedwait and waitpid are libc calls
 
 use std::mem::MaybeUninit;
 

@@ -2,6 +2,7 @@
 //! against the real binary. Each property is a function taking a [`Profile`], so a mode's variant
 //! is one `#[test]` line; the figures each test measures are printed (see `--nocapture`) and quoted
 //! in the README's "Reliability" section.
+#![allow(unsafe_code)] // signals, the effective uid, a socket with a small receive buffer
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Lifecycle, black box: SIGTERM/SIGINT drains, second signals, forwarded signals, readiness and
 //! the watchdog as PID 1 in a fresh PID namespace.
+#![allow(unsafe_code)] // SIGTERM to the PID-1 watchdog
 
 mod common;
 

@@ -519,18 +519,7 @@ fn a_body_that_breaks_off_never_reaches_the_function_as_complete() {
     }
     for i in 100..150 {
         let conn = start_try(i);
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setsockopt with a valid pointer and length on a socket we own.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(
-                conn.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).unwrap();
         drop(conn); // a reset
     }
     let stalled: Vec<TcpStream> = (150..170).map(start_try).collect();

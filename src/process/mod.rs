@@ -8,6 +8,8 @@
 //! request and no zombie is left behind. What a request holds while its function lives (its
 //! `max_inflight` slot) can be handed to the [`Child`], which lets go of it only once reaped.
 
+#![allow(unsafe_code)] // clone, signals, waits and pipes are libc calls; each block says why
+
 mod spawn;
 
 pub use spawn::{Env, Program, give_children_fd_limit};
@@ -222,12 +224,16 @@ impl Child {
 
     /// Whether the leader has exited (it stays a zombie until reaped).
     fn has_exited(&self) -> bool {
+        // SAFETY: siginfo_t is plain C data, for which all zeroes is a valid value. Zero si_pid
+        // is how a WNOHANG wait with nothing to report is told apart (waitid(2)).
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child waitable.
         let rc = unsafe {
             libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
         };
         // ECHILD would mean someone else reaped it: treat as exited rather than wait forever.
+        // SAFETY: si_pid reads the pid in the layout waitid fills for a child's state change, and
+        // is still the zero set above when there was none.
         rc != 0 || unsafe { info.si_pid() } != 0
     }
 

@@ -1,6 +1,7 @@
 //! Test support: start the real `fwatchdog` binary with its own ports and TMPDIR, talk HTTP/1.1 to
 //! it over raw sockets on 127.0.0.1, read its log, and clean up every process it started.
 #![allow(dead_code)]
+#![allow(unsafe_code)] // signals to the processes a test started
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -3,6 +3,7 @@
 //! removes every container, stops the daemon and deletes the directory, also when a test fails.
 //! Plus the containers the tests run in it, each on the host's network with a free port.
 #![allow(dead_code)]
+#![allow(unsafe_code)] // the daemon's parent-death signal, signals, unmounts, the effective uid
 
 use std::fs;
 use std::io::Write;
