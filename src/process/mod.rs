@@ -1,4 +1,6 @@
-//! Child processes: the only module that starts, signals and reaps them.
+//! The functions' processes: starting them, signalling their process groups, watching their
+//! exit, reaping them. (The only other child the watchdog has is the server itself when it runs
+//! as PID 1: `init` forks it, and reaps it along with every orphan, in a process of its own.)
 //!
 //! Every function runs as the leader of its own process group, so one `killpg` reaches everything
 //! it started. The leader's exit is observed through a pidfd *without* reaping it; while the
@@ -32,7 +34,13 @@ use crate::backoff::Backoff;
 use crate::sys;
 
 /// How long output may still arrive after the function exited, from descendants that inherited
-/// its stdout; then they are killed. (The reference watchdogs wait for them without limit.)
+/// its stdout; then they are killed. (The reference watchdogs wait for them without limit.) The
+/// two kinds of mode count it differently, on purpose:
+/// - buffered (classic, serializing; [`exchange`]): in total, from the exit. The answer goes out
+///   only once the output has ended, so a descendant that keeps writing must not hold it back.
+/// - streaming (`modes::fork::stream`): per read, as silence: after the exit, a read that waits
+///   this long ends the output. The client already gets the output as it comes, so a descendant
+///   that keeps writing keeps it coming (up to `exec_timeout`, when set), as the function did.
 pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
 /// See [`exited_while_output_open`].
