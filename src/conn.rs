@@ -38,7 +38,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::{Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -273,6 +275,21 @@ impl Write for Conn {
         let poll = Pin::new(&mut this.io).poll_shutdown(cx);
         this.guard(cx, poll)
     }
+}
+
+/// An answer to HTTP/1.0 without a length can only end by closing the connection. It must say
+/// `Connection: close` (hyper says `keep-alive` when the request asked for it), and if it fails
+/// halfway the connection must be reset (see `conn::pace`), or the client would take what came for
+/// the whole answer. Returns whether the answer is such a one.
+pub fn frame_for_http_1_0(response: &mut Response<Body>) -> bool {
+    use hyper::body::Body as _;
+    if response.body().size_hint().exact().is_some() {
+        return false;
+    }
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    // An HTTP/1.1 head would get `keep-alive` appended by hyper.
+    *response.version_mut() = Version::HTTP_10;
+    true
 }
 
 /// `body`, made to wait while the socket has not taken all of hyper's last write, or hyper was

@@ -4,6 +4,7 @@
 //! `main` handles the command line, becomes a tiny init when it is PID 1, loads the configuration
 //! and runs the server on a tokio runtime built by hand (after the PID-1 fork, never before).
 
+mod admission;
 mod answers;
 mod body;
 mod cgi;

@@ -1,12 +1,23 @@
 //! Prometheus metrics with the reference watchdogs' names, labels, help texts and buckets, plus the
-//! standard `process_*` metrics, in the text exposition format (version 0.0.4).
+//! standard `process_*` metrics, in the text exposition format (version 0.0.4), and the listener
+//! that serves them on `metrics_port`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::Method;
+use std::convert::Infallible;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioTimer;
+use tokio::net::TcpListener;
+
+use crate::answers;
+use crate::conn::Conn;
 
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BUCKET_LABELS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
@@ -200,6 +211,28 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if size > 0 { size as u64 } else { 4096 }
+}
+
+/// The metrics listener: `/metrics` (any method), 404 elsewhere.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response =
+                if req.uri().path() == "/metrics" { answers::metrics(metrics.render()) } else { answers::not_found() };
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = http.serve_connection(Conn::new(stream, Some(Duration::from_secs(5)), 0), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }
 
 #[cfg(test)]

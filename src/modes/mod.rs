@@ -19,6 +19,7 @@ use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
+use crate::admission::Admission;
 use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::{Config, Mode, go_duration};
@@ -61,22 +62,6 @@ pub struct Scope {
     /// What the request holds while it runs; a mode keeps a clone wherever the request outlives
     /// its response future (see [`Admission`]).
     pub admission: Admission,
-}
-
-/// What an admitted function request holds: its `max_inflight` slot, its place in
-/// `http_requests_in_flight` and in the drain. The server keeps one clone until the response is
-/// done, and a mode keeps another for as long as something the request started still lives (a
-/// function not yet reaped, a WebSocket tunnel): it is released with the last clone, so the slot,
-/// the gauge and the function's life are one. Empty for requests that are not limited.
-#[derive(Clone, Default)]
-pub struct Admission {
-    _held: Option<Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-impl Admission {
-    pub fn new(held: impl std::any::Any + Send + Sync) -> Admission {
-        Admission { _held: Some(Arc::new(held)) }
-    }
 }
 
 impl Scope {

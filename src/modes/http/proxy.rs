@@ -37,9 +37,10 @@ use tokio::time::Sleep;
 use super::Http;
 use super::connector::{Connector, Handle};
 use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use crate::admission::Admission;
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
-use crate::modes::{AccessLog, Admission, BodyError, Scope, read_body, with_duration};
+use crate::modes::{AccessLog, BodyError, Scope, read_body, with_duration};
 use crate::shutdown::Cancel;
 
 pub type Client = legacy::Client<Connector, Upload>;
@@ -66,8 +67,8 @@ pub fn client() -> Client {
         .build(Connector(connector))
 }
 
-/// Why no response came from the function.
-enum Failure {
+/// Why no answer came from the function.
+enum NoAnswer {
     /// The client's body broke or did not arrive within `read_timeout`: 400.
     Body(String),
     /// The function's server failed: 502.
@@ -134,7 +135,7 @@ impl Http {
 
         let link = Link::default();
         let result = tokio::select! {
-            result = self.exchange(outgoing, body, &scope, &link) => result,
+            result = self.send(outgoing, body, &scope, &link) => result,
             limit = expired(limit) => {
                 // While the request still holds its connection (see `Link::end`).
                 link.end();
@@ -148,8 +149,8 @@ impl Http {
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(Failure::Body(why)) => return finish(log, &scope, answers::bad_request(&why)),
-            Err(Failure::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
+            Err(NoAnswer::Body(why)) => return finish(log, &scope, answers::bad_request(&why)),
+            Err(NoAnswer::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
         };
 
         let status = response.status();
@@ -181,20 +182,20 @@ impl Http {
     }
 
     /// Sends the request once the function listens, and waits for the response headers.
-    async fn exchange(
+    async fn send(
         &self,
         mut out: Outgoing,
         body: RequestBody,
         scope: &Scope,
         link: &Link,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<Incoming>, NoAnswer> {
         let failure = Arc::new(OnceLock::new());
         // A body held in memory (or none) can be sent again.
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
                 let deadline = scope.deadline(self.cfg.read_timeout);
-                let bytes = read_body(body, deadline).await.map_err(|e| Failure::Body(e.to_string()))?;
+                let bytes = read_body(body, deadline).await.map_err(|e| NoAnswer::Body(e.to_string()))?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
                 if out.framed || !bytes.is_empty() {
                     out.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -229,7 +230,7 @@ impl Http {
                 Err(e) => e,
             };
             if let Some(why) = failure.get() {
-                return Err(Failure::Body(why.clone()));
+                return Err(NoAnswer::Body(why.clone()));
             }
             // Go's transport: a request that met a pooled connection the function had closed is
             // sent again on another one, if nothing of its answer came and it can be repeated.
@@ -240,7 +241,7 @@ impl Http {
                     retries += 1;
                     body = Upload::new(Body::from(bytes.clone()), Arc::clone(&link.sent));
                 }
-                _ => return Err(Failure::Upstream(error)),
+                _ => return Err(NoAnswer::Upstream(error)),
             }
         }
     }
