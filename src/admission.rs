@@ -79,6 +79,11 @@ impl Gate {
         Ok((Admission { _held: Some(Arc::new(held)) }, entry))
     }
 
+    /// A request answered without being admitted (its answer written to the metrics).
+    pub fn refuse(&self, method: &Method, start: Instant, answer: Response<Body>) -> Response<Body> {
+        Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start }.finish(answer, Admission::default())
+    }
+
     /// Whether a new request would get 429 now.
     pub fn is_full(&self) -> bool {
         self.limiter.is_full()

@@ -8,6 +8,7 @@ mod admission;
 mod answers;
 mod body;
 mod cgi;
+mod cgi_response;
 mod config;
 mod conn;
 mod function_logs;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -338,6 +338,13 @@ impl App {
     /// A request for the function: admission, then the mode; written to the metrics once done.
     async fn function(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
+        let limit = self.cfg.max_request_body;
+        if let Some(limit) = limit
+            && req.body().size_hint().lower() > limit
+        {
+            // At once: no byte of the body is read, and the function never starts.
+            return self.gate.refuse(req.method(), start, answers::payload_too_large(limit));
+        }
         let (admission, entry) = match self.gate.admit(req.method(), start) {
             Ok(admitted) => admitted,
             Err(refused) => return refused.answer(),
@@ -345,7 +352,7 @@ impl App {
         // A log that nobody reads holds function requests back here (see `logging`).
         logging::room().await;
         let scope = self.scope(start, admission.clone());
-        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), scope).await;
+        let response = Arc::clone(&self.mode).call(req.map(|body| RequestBody::wire(body, limit)), scope).await;
         entry.finish(response, admission)
     }
 

@@ -75,6 +75,12 @@ pub struct Config {
     pub suppress_lock: bool,
     /// Validated at start: the value is sent as a header on every response.
     pub content_type: Option<HeaderValue>,
+    /// The function's output starts with a CGI header block.
+    pub cgi_response: bool,
+    /// Largest request body in bytes; `None` = no limit.
+    pub max_request_body: Option<u64>,
+    /// Largest output of a buffered function in bytes; `None` = no limit.
+    pub max_response_body: Option<u64>,
     /// 0 = unlimited.
     pub max_inflight: usize,
     pub lock_path: PathBuf,

@@ -20,6 +20,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
 use crate::admission::Admission;
+pub use crate::body::BodyError;
 use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::{Config, Mode, go_duration};
@@ -80,24 +81,6 @@ pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Handler>, String> {
     match cfg.mode {
         Mode::Http => Ok(Arc::new(http::Http::start(cfg)?)),
         _ => Ok(Arc::new(static_files::StaticFiles::new(cfg)?)),
-    }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    /// `read_timeout` passed before the body was complete.
-    Timeout,
-    /// The client sent a broken body or went away.
-    Broken(hyper::Error),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Timeout => f.write_str("i/o timeout: the request body was not received within read_timeout"),
-            BodyError::Broken(e) => write!(f, "reading the request body: {e}"),
-        }
     }
 }
 
@@ -299,7 +282,7 @@ pub async fn read_body(body: RequestBody, deadline: Option<tokio::time::Instant>
         Some(deadline) => tokio::time::timeout_at(deadline, collect).await.map_err(|_| BodyError::Timeout)?,
         None => collect.await,
     };
-    collected.map(|c| c.to_bytes()).map_err(BodyError::Broken)
+    collected.map(|c| c.to_bytes())
 }
 
 #[cfg(test)]

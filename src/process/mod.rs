@@ -388,34 +388,40 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
 /// The buffered exchange: writes `input` to the function's stdin (and closes it) while reading its
 /// stdout into `output`, until stdout has ended and the function has exited. When the function
 /// exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no
-/// longer. Dropping the future part-way leaves what was read in `output`.
+/// longer. Dropping the future part-way leaves what was read in `output`. With a `limit`, reading
+/// stops as soon as the output passes it (holding at most one byte more): `false`.
 pub async fn exchange(
     child: &Child,
     stdin: Option<OwnedFd>,
     stdout: Option<pipe::Receiver>,
     input: Bytes,
     output: &mut Vec<u8>,
-) {
+    limit: Option<usize>,
+) -> bool {
     let write = async move {
         if let Some(stdin) = stdin {
             feed(stdin, &input).await;
         }
     };
-    alongside(collect(stdout, child, output), write).await
+    alongside(collect(stdout, child, output, limit), write).await
 }
 
-async fn collect(stdout: Option<pipe::Receiver>, child: &Child, output: &mut Vec<u8>) {
+async fn collect(stdout: Option<pipe::Receiver>, child: &Child, output: &mut Vec<u8>, limit: Option<usize>) -> bool {
     if let Some(mut stdout) = stdout {
-        let read = read_all(&mut stdout, output);
+        let read = read_all(&mut stdout, output, limit);
         tokio::pin!(read);
-        tokio::select! {
-            () = &mut read => {}
+        let within = tokio::select! {
+            within = &mut read => within,
             () = exited_while_output_open(child) => {
-                let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
+                tokio::time::timeout(OUTPUT_GRACE, &mut read).await.unwrap_or(true)
             }
+        };
+        if !within {
+            return false;
         }
     }
     child.exited().await;
+    true
 }
 
 /// Most functions end their output by exiting, and then one `waitid` after the end of output
@@ -427,15 +433,21 @@ async fn exited_while_output_open(child: &Child) {
     child.exited().await;
 }
 
-async fn read_all(pipe: &mut pipe::Receiver, out: &mut Vec<u8>) {
+/// Reads to the end of `pipe`, or until `out` passes `limit`: `false` then.
+async fn read_all(pipe: &mut pipe::Receiver, out: &mut Vec<u8>, limit: Option<usize>) -> bool {
     loop {
+        if limit.is_some_and(|limit| out.len() > limit) {
+            return false;
+        }
         // Most functions answer in a few hundred bytes: start small, then double (by at most
-        // 1 MiB a step) so that big outputs still take few reads.
+        // 1 MiB a step) so that big outputs still take few reads; never room for more than one
+        // byte past the limit.
         if out.len() == out.capacity() {
-            out.reserve(out.capacity().clamp(512, 1 << 20));
+            let step = out.capacity().clamp(512, 1 << 20);
+            out.reserve_exact(limit.map_or(step, |limit| step.min(limit + 1 - out.len())));
         }
         match pipe.read_buf(out).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return true,
             Ok(_) => {}
         }
     }

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -69,8 +69,9 @@ pub fn client() -> Client {
 
 /// Why no answer came from the function.
 enum NoAnswer {
-    /// The client's body broke or did not arrive within `read_timeout`: 400.
-    Body(String),
+    /// The client's body broke, did not arrive within `read_timeout` (400) or passed
+    /// `max_request_body` (413).
+    Body(BodyError),
     /// The function's server failed: 502.
     Upstream(legacy::Error),
 }
@@ -149,7 +150,7 @@ impl Http {
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(NoAnswer::Body(why)) => return finish(log, &scope, answers::bad_request(&why)),
+            Err(NoAnswer::Body(why)) => return finish(log, &scope, why.answer()),
             Err(NoAnswer::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
         };
 
@@ -189,13 +190,13 @@ impl Http {
         scope: &Scope,
         link: &Link,
     ) -> Result<Response<Incoming>, NoAnswer> {
-        let failure = Arc::new(OnceLock::new());
+        let failure = Arc::new(Mutex::new(None));
         // A body held in memory (or none) can be sent again.
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
                 let deadline = scope.deadline(self.cfg.read_timeout);
-                let bytes = read_body(body, deadline).await.map_err(|e| NoAnswer::Body(e.to_string()))?;
+                let bytes = read_body(body, deadline).await.map_err(NoAnswer::Body)?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
                 if out.framed || !bytes.is_empty() {
                     out.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -229,8 +230,8 @@ impl Http {
                 }
                 Err(e) => e,
             };
-            if let Some(why) = failure.get() {
-                return Err(NoAnswer::Body(why.clone()));
+            if let Some(why) = lock(&failure).take() {
+                return Err(NoAnswer::Body(why));
             }
             // Go's transport: a request that met a pooled connection the function had closed is
             // sent again on another one, if nothing of its answer came and it can be repeated.
@@ -310,7 +311,7 @@ fn closed_before_answer(error: &legacy::Error) -> bool {
 /// which drops both.
 #[derive(Default)]
 struct Link {
-    capture: std::sync::Mutex<Option<CaptureConnection>>,
+    capture: Mutex<Option<CaptureConnection>>,
     /// hyper has taken the whole request body.
     sent: Arc<AtomicBool>,
     /// The answer's head came.
@@ -321,11 +322,11 @@ struct Link {
 impl Link {
     /// The request (this attempt of it) went out; the connection is known once hyper-util has one.
     fn went_out(&self, capture: CaptureConnection) {
-        *self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
+        *lock(&self.capture) = Some(capture);
     }
 
     fn handle(&self) -> Option<Handle> {
-        Handle::of(self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()?)
+        Handle::of(lock(&self.capture).as_ref()?)
     }
 
     /// Shuts the connection down unless the exchange went far enough for hyper to end it cleanly:
@@ -395,15 +396,19 @@ impl HttpBody for Upload {
 struct ClientBody {
     body: RequestBody,
     timeout: Option<Pin<Box<Sleep>>>,
-    failure: Arc<OnceLock<String>>,
+    failure: Arc<Mutex<Option<BodyError>>>,
 }
 
 impl ClientBody {
     fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let message = error.to_string();
-        let _ = self.failure.set(message.clone());
+        lock(&self.failure).get_or_insert(error);
         Poll::Ready(Some(Err(io::Error::other(message))))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl HttpBody for ClientBody {
@@ -419,7 +424,7 @@ impl HttpBody for ClientBody {
         }
         match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-            Some(Err(e)) => this.fail(BodyError::Broken(e)),
+            Some(Err(e)) => this.fail(e),
             None => Poll::Ready(None),
         }
     }
