@@ -97,8 +97,10 @@ pub fn bad_request(error: &dyn Display) -> Response<Body> {
 /// 413 for a request body larger than `max_request_body`; the connection is closed after it, so
 /// that the rest of the body is never read.
 pub fn payload_too_large(limit: u64) -> Response<Body> {
-    let mut response =
-        internal(text(StatusCode::PAYLOAD_TOO_LARGE, format!("The request body is larger than max_request_body ({limit} bytes).\n")));
+    let mut response = internal(text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("The request body is larger than max_request_body ({limit} bytes).\n"),
+    ));
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }

@@ -14,16 +14,8 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Fields the watchdog decides, never the function.
-const THE_WATCHDOGS: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+const THE_WATCHDOGS: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"];
 
 /// A parsed header block.
 #[derive(Debug)]
@@ -59,7 +51,8 @@ pub fn parse(output: &[u8], ended: bool) -> Parsed {
             return too_large();
         }
         if line.is_empty() {
-            let status = status.unwrap_or(if headers.contains_key(LOCATION) { StatusCode::FOUND } else { StatusCode::OK });
+            let status =
+                status.unwrap_or(if headers.contains_key(LOCATION) { StatusCode::FOUND } else { StatusCode::OK });
             return Parsed::Head { head: Head { status, headers }, body: end + 1 };
         }
         match field(line) {
@@ -85,8 +78,11 @@ fn incomplete(output: &[u8], ended: bool) -> Parsed {
     if !ended {
         return Parsed::Partial;
     }
-    let last = output.rsplit(|&b| b == b'\n').next().unwrap_or_default();
-    invalid("the output ended before the empty line that ends the header block", last)
+    let last = output.strip_suffix(b"\n").unwrap_or(output).rsplit(|&b| b == b'\n').next().unwrap_or_default();
+    invalid(
+        "the output ended before the empty line that ends the header block",
+        last.strip_suffix(b"\r").unwrap_or(last),
+    )
 }
 
 fn too_large() -> Parsed {
@@ -159,22 +155,28 @@ mod tests {
 
     #[test]
     fn framing_and_connection_fields_are_the_watchdogs() {
-        let (head, _) = head("Content-Length: 5\nTransfer-Encoding: chunked\nConnection: close\nContent-Type: text/html\n\n");
+        let (head, _) =
+            head("Content-Length: 5\nTransfer-Encoding: chunked\nConnection: close\nContent-Type: text/html\n\n");
         assert_eq!(head.headers.len(), 1);
         assert_eq!(head.headers.get("content-type").unwrap(), "text/html");
     }
 
     #[test]
     fn invalid_blocks_say_why_and_name_the_line() {
-        assert!(why(b"hello world\n\n", true).starts_with("a line of the header block is not `Name: value` [hello world]"));
+        assert!(
+            why(b"hello world\n\n", true).starts_with("a line of the header block is not `Name: value` [hello world]")
+        );
         assert!(why(b"Status: abc\n\n", true).starts_with("Status is not a status code like 404 [Status: abc]"));
         assert!(why(b"Status: 99\n\n", true).contains("Status is not"));
         assert!(why(b"Status: 4040\n\n", true).contains("Status is not"));
-        assert!(why(b"X-A: 1\n", true).starts_with("the output ended before the empty line"));
+        assert!(why(b"X-A: 1\nX-B: 2\r\n", true).ends_with("the header block [X-B: 2]"));
         assert!(why(b"", true).starts_with("the output ended before the empty line"));
         let long = format!("X-Long: {}\n", "a".repeat(200));
         assert!(why(format!("{long}bad line\n").as_bytes(), true).ends_with("[bad line]"));
-        assert_eq!(why(format!("Bad {long}").as_bytes(), true).len(), "a line of the header block is not `Name: value` []".len() + 80);
+        assert_eq!(
+            why(format!("Bad {long}").as_bytes(), true).len(),
+            "a line of the header block is not `Name: value` []".len() + 80
+        );
     }
 
     #[test]

@@ -770,3 +770,25 @@ fn options_asterisk_reaches_the_function_as_asterisk() {
     let report = Report::of(&r);
     assert_eq!((report.field("method"), report.field("path")), ("OPTIONS", "*"));
 }
+
+/// `max_request_body` in http mode: a Content-Length over it is 413 before any byte is sent on, and
+/// a chunked body that crosses it on its way to the function is 413 too (the function's connection
+/// is cut, so it never sees the body end).
+#[test]
+fn max_request_body_is_413_in_http_mode() {
+    let function = Function::new();
+    let wd = function.start(&[("max_request_body", "100")]);
+    let mut conn = wd.connect();
+    conn.write_all(b"POST /mirror HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(&conn), false).expect("an answer without the body");
+    assert_eq!((r.status, r.header("Connection")), (413, Some("close")), "{}", r.text());
+    let mut conn = wd.connect();
+    conn.write_all(b"POST /mirror HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n").unwrap();
+    conn.write_all(&[b'a'; 50]).unwrap();
+    conn.write_all(b"\r\n33\r\n").unwrap();
+    conn.write_all(&[b'b'; 51]).unwrap();
+    conn.write_all(b"\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(&conn), false).expect("an answer");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(wd.post("/mirror", &[b'c'; 100]).body, vec![b'c'; 100]);
+}

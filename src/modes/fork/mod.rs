@@ -24,10 +24,10 @@ use super::{
 };
 use crate::answers;
 use crate::body::{Body, RequestBody};
+use crate::cgi_response::{self, Head, Parsed};
 use crate::config::{Config, go_duration};
 use crate::logging::{self, Output};
 use crate::process::{self, Child, Program, Spec, Stderr};
-use crate::cgi_response::{self, Head, Parsed};
 use crate::{cgi, marshal};
 pub use policy::Policy;
 pub use policy::of as policy;
@@ -87,12 +87,12 @@ impl Fork {
         };
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let mut output = Vec::new();
-        let limit = cfg.max_response_body.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
         let outcome = run::run(child, stdin, self.limits(scope), cfg, async |child: &Child, stdin: &mut _| {
-            match process::exchange(child, Option::take(stdin), stdout, input, &mut output, limit).await {
-                true => Ending::Exited,
-                false => Ending::OutputTooLarge,
-            }
+            let mut check = OutputCheck::new(cfg);
+            let cap = check.limit.map(|limit| limit.saturating_add(1));
+            let whole =
+                process::exchange(child, Option::take(stdin), stdout, input, &mut output, cap, |out| check.stop(out));
+            if whole.await { Ending::Exited } else { check.ending(&output) }
         })
         .await;
         self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope)
@@ -202,7 +202,13 @@ impl Fork {
     /// The head of a successful answer, with `body`: 200, or the function's CGI status and
     /// headers; the configured Content-Type, else (classic) the request's, unless the function
     /// sent its own.
-    fn started(&self, cgi: Option<Head>, body: Body, request_type: Option<&HeaderValue>, scope: &Scope) -> Response<Body> {
+    fn started(
+        &self,
+        cgi: Option<Head>,
+        body: Body,
+        request_type: Option<&HeaderValue>,
+        scope: &Scope,
+    ) -> Response<Body> {
         let mut response = Response::new(body);
         if let Some(head) = cgi {
             *response.status_mut() = head.status;
@@ -246,6 +252,48 @@ impl Fork {
             response.headers_mut().insert("x-duration-seconds", Seconds(scope.start.elapsed()).header());
         }
         response
+    }
+}
+
+/// What the buffered exchange watches in the output as it comes: `max_response_body`, and with
+/// `cgi_response` a header block that cannot be valid (refused as soon as that is known, not
+/// after the whole output).
+struct OutputCheck {
+    limit: Option<usize>,
+    /// The header block is still to be checked.
+    head: bool,
+}
+
+impl OutputCheck {
+    fn new(cfg: &Config) -> OutputCheck {
+        let limit = cfg.max_response_body.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+        OutputCheck { limit, head: cfg.cgi_response }
+    }
+
+    /// Whether to stop reading `output`.
+    fn stop(&mut self, output: &[u8]) -> bool {
+        if self.limit.is_some_and(|limit| output.len() > limit) {
+            return true;
+        }
+        match self.head.then(|| cgi_response::parse(output, false)) {
+            Some(Parsed::Invalid { .. }) => true,
+            Some(Parsed::Head { .. }) => {
+                self.head = false;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Why reading stopped.
+    fn ending(&self, output: &[u8]) -> Ending {
+        match cgi_response::parse(output, false) {
+            Parsed::Invalid { why, line } if self.head => {
+                log::info!("Function's CGI header block refused: {why}: {line:?}");
+                Ending::InvalidHead(why)
+            }
+            _ => Ending::OutputTooLarge,
+        }
     }
 }
 

@@ -32,8 +32,8 @@ use tokio::sync::{Notify, mpsc};
 use super::run::{self, Ending, Limits};
 use super::{Fork, RequestLog};
 use crate::answers;
-use crate::cgi_response::{self, Head, Parsed};
 use crate::body::{Body, Cut, RequestBody};
+use crate::cgi_response::{self, Head, Parsed};
 use crate::modes::{BodyError, Scope, human_size};
 use crate::process::{Child, OUTPUT_GRACE};
 
