@@ -1,6 +1,6 @@
-//! Admitting a function request, and writing it down when it is done: its `max_inflight` slot (or
-//! a 429), its place in `http_requests_in_flight` and in the drain, and its line in the request
-//! metrics.
+//! Admitting a function request, and writing it down when it is done: its `max_inflight` slot
+//! (at once, or after a wait in the `max_queue` queue, or a 429), its place in
+//! `http_requests_in_flight` and in the drain, and its line in the request metrics.
 //!
 //! What an admitted request holds is one [`Admission`]. The server keeps one clone until the
 //! response is complete; a mode keeps another for as long as something the request started still
@@ -21,7 +21,7 @@ use crate::answers;
 use crate::body::{Body, Cut};
 use crate::limiter::{Limiter, Slot};
 use crate::metrics::{InFlight, Metrics};
-use crate::shutdown::{Drain, DrainGuard};
+use crate::shutdown::{Cancel, Drain, DrainGuard};
 
 /// Where function requests are admitted.
 pub struct Gate {
@@ -47,13 +47,24 @@ struct Held {
 /// A request the [`Gate`] did not admit.
 pub struct Refused {
     entry: Entry,
-    max: usize,
+    why: Why,
+}
+
+enum Why {
+    /// `max_inflight` requests run and the queue is full, or the wait passed the time limit.
+    TooMany(usize),
+    /// The hard stop at shutdown came while the request waited.
+    ShuttingDown,
 }
 
 impl Refused {
-    /// The 429, written to the metrics.
+    /// The 429 (503 at the hard stop), written to the metrics.
     pub fn answer(self) -> Response<Body> {
-        self.entry.finish(answers::too_many_requests(self.max), Admission::default())
+        let answer = match self.why {
+            Why::TooMany(max) => answers::too_many_requests(max),
+            Why::ShuttingDown => answers::shutting_down(),
+        };
+        self.entry.finish(answer, Admission::default())
     }
 }
 
@@ -69,14 +80,29 @@ impl Gate {
         Gate { limiter, metrics, drain }
     }
 
-    /// Admits a request that arrived at `start`, unless `max_inflight` requests are running.
-    pub fn admit(&self, method: &Method, start: Instant) -> Result<(Admission, Entry), Refused> {
+    /// Admits a request that arrived at `start`: at once while fewer than `max_inflight` run,
+    /// else after waiting in the `max_queue` queue, no later than `deadline`. A waiting request is
+    /// part of the drain already.
+    pub async fn admit(
+        &self,
+        method: &Method,
+        start: Instant,
+        deadline: Option<tokio::time::Instant>,
+        cancel: &Cancel,
+    ) -> Result<(Admission, Entry), Refused> {
         let entry = Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start };
-        let Some(slot) = self.limiter.try_acquire() else {
-            return Err(Refused { entry, max: self.limiter.max() });
+        let drain = self.drain.enter();
+        let acquired = tokio::select! {
+            acquired = self.limiter.acquire(deadline, || self.metrics.queued()) => acquired,
+            () = cancel.cancelled() => return Err(Refused { entry, why: Why::ShuttingDown }),
         };
-        let held = Held { _slot: slot, _in_flight: self.metrics.in_flight(), _drain: self.drain.enter() };
-        Ok((Admission { _held: Some(Arc::new(held)) }, entry))
+        match acquired {
+            Ok(slot) => {
+                let held = Held { _slot: slot, _in_flight: self.metrics.in_flight(), _drain: drain };
+                Ok((Admission { _held: Some(Arc::new(held)) }, entry))
+            }
+            Err(_) => Err(Refused { entry, why: Why::TooMany(self.limiter.max()) }),
+        }
     }
 
     /// A request answered without being admitted (its answer written to the metrics).
@@ -84,7 +110,7 @@ impl Gate {
         Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start }.finish(answer, Admission::default())
     }
 
-    /// Whether a new request would get 429 now.
+    /// Whether a new request would get 429 now (every slot taken, the queue full).
     pub fn is_full(&self) -> bool {
         self.limiter.is_full()
     }

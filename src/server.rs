@@ -279,7 +279,7 @@ impl App {
         let (metrics, drain) = (Arc::new(Metrics::default()), Drain::new());
         App {
             health: Health::new((!cfg.suppress_lock).then(|| cfg.lock_path.clone())),
-            gate: Gate::new(Limiter::new(cfg.max_inflight), Arc::clone(&metrics), Arc::clone(&drain)),
+            gate: Gate::new(Limiter::new(cfg.max_inflight, cfg.max_queue), Arc::clone(&metrics), Arc::clone(&drain)),
             metrics,
             cancel: Cancel::default(),
             drain,
@@ -338,21 +338,24 @@ impl App {
     /// A request for the function: admission, then the mode; written to the metrics once done.
     async fn function(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let limit = self.cfg.max_request_body;
-        if let Some(limit) = limit
+        let body_limit = self.cfg.max_request_body;
+        if let Some(limit) = body_limit
             && req.body().size_hint().lower() > limit
         {
             // At once: no byte of the body is read, and the function never starts.
             return self.gate.refuse(req.method(), start, answers::payload_too_large(limit));
         }
-        let (admission, entry) = match self.gate.admit(req.method(), start) {
+        // Waiting for a slot counts against the request's own time limit.
+        let limit = [self.cfg.write_timeout, self.mode.time_limit(req.headers())].into_iter().flatten().min();
+        let deadline = limit.map(|limit| tokio::time::Instant::from_std(start + limit));
+        let (admission, entry) = match self.gate.admit(req.method(), start, deadline, &self.cancel).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused.answer(),
         };
         // A log that nobody reads holds function requests back here (see `logging`).
         logging::room().await;
         let scope = self.scope(start, admission.clone());
-        let response = Arc::clone(&self.mode).call(req.map(|body| RequestBody::wire(body, limit)), scope).await;
+        let response = Arc::clone(&self.mode).call(req.map(|body| RequestBody::wire(body, body_limit)), scope).await;
         entry.finish(response, admission)
     }
 

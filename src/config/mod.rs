@@ -83,6 +83,8 @@ pub struct Config {
     pub max_response_body: Option<u64>,
     /// 0 = unlimited.
     pub max_inflight: usize,
+    /// Requests that may wait for a `max_inflight` slot; 0 = none.
+    pub max_queue: usize,
     pub lock_path: PathBuf,
     pub upstream_url: Option<UpstreamUrl>,
     pub static_path: PathBuf,

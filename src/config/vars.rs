@@ -201,6 +201,18 @@ pub static VARS: &[Var] = &[
         },
     },
     Var {
+        name: "max_queue",
+        aliases: &[],
+        modes: Modes::ALL,
+        default: Default::Is("0"),
+        required: None,
+        help: "requests beyond max_inflight that wait for a slot (first come, first served) instead of a 429",
+        set: |c, v| {
+            c.max_queue = v.parse().map_err(|_| "expected a whole number of requests (0 = no queue)")?;
+            Ok(())
+        },
+    },
+    Var {
         name: "suppress_lock",
         aliases: &[],
         modes: Modes::ALL,

@@ -35,6 +35,13 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers one request for the function.
     fn call(self: Arc<Self>, req: Request<RequestBody>, scope: Scope) -> BoxFuture<Response<Body>>;
 
+    /// The longest a request may take, if the mode has a limit shorter than `write_timeout` that
+    /// counts from its arrival (http mode: `exec_timeout`, `X-Timeout`); waiting for a
+    /// `max_inflight` slot counts against it.
+    fn time_limit(&self, _headers: &hyper::HeaderMap) -> Option<Duration> {
+        None
+    }
+
     /// Resolves if the mode can no longer serve (the http mode's server died); the watchdog then
     /// exits with the returned code. Default: never.
     fn failed(&self) -> BoxFuture<i32> {
