@@ -4,7 +4,7 @@
 # unknown name is a 404 that caches must not keep. The links are the file `links` beside this
 # script: one "<name> <target>" per line.
 name=${Http_Path#/}
-target=$(awk -v name="$name" '$1 == name { print $2; exit }' links 2>/dev/null)
+target=$(awk -v name="$name" '$1 == name { print $2; exit }' "$(dirname "$0")/links" 2>/dev/null)
 if [ -n "$name" ] && [ -n "$target" ]; then
   printf 'Status: 301 Moved Permanently\r\n'
   printf 'Location: %s\r\n' "$target"
