@@ -119,8 +119,7 @@ fn healthcheck() -> ExitCode {
 
 /// `--help`: every variable with its default in the mode `mode` names (classic if unset).
 fn usage() -> String {
-    let mode = std::env::var("mode").ok().and_then(|m| config::Mode::ALL.into_iter().find(|mode| mode.name() == m));
-    let mode = mode.unwrap_or_default();
+    let mode = config::help_mode();
     let mut text = format!(
         "Usage: fwatchdog [--version | --run-healthcheck | --help]\n\n\
          Runs fprocess for every HTTP request: the body on its STDIN, its STDOUT as the response.\n\

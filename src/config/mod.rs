@@ -1,7 +1,7 @@
 //! Configuration: every environment variable the watchdog reads, as one table ([`vars::VARS`]:
 //! names, modes, defaults, help, parse rule), and the [`Config`] parsed from it. This is the only
-//! module that reads the environment for settings (`RUST_LOG` and, for `--run-healthcheck`,
-//! `TMPDIR` are read through it before the rest).
+//! module that reads the environment for settings (`RUST_LOG`, and `TMPDIR` for
+//! `--run-healthcheck` and `mode` for `--help`, are read through it before the rest).
 //!
 //! Names and defaults follow the OpenFaaS watchdogs. Unlike them, a value that does not parse is
 //! an error that stops the start (they silently fall back to a default).
@@ -190,6 +190,12 @@ fn default_of(
 pub fn lock_path_from_env() -> PathBuf {
     let tmpdir = std::env::var("TMPDIR").ok().filter(|d| !d.is_empty());
     values::lock_path(tmpdir.as_deref().unwrap_or("/tmp"))
+}
+
+/// The mode `--help` shows the defaults of: `mode`'s value if it names one, else classic.
+pub fn help_mode() -> Mode {
+    let name = std::env::var("mode").unwrap_or_default();
+    Mode::ALL.into_iter().find(|mode| mode.name() == name).unwrap_or_default()
 }
 
 /// `RUST_LOG`, read before the rest so that the start itself is logged at the chosen level.
