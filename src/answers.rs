@@ -94,6 +94,17 @@ pub fn bad_request(error: &dyn Display) -> Response<Body> {
     response
 }
 
+/// 413 for a request body larger than `max_request_body`; the connection is closed after it, so
+/// that the rest of the body is never read.
+pub fn payload_too_large(limit: u64) -> Response<Body> {
+    let mut response = internal(text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("The request body is larger than max_request_body ({limit} bytes).\n"),
+    ));
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// 408 `Killed process.`: the classic watchdog's answer to `exec_timeout`.
 pub fn request_timeout() -> Response<Body> {
     internal(text(StatusCode::REQUEST_TIMEOUT, "Killed process.\n"))
@@ -109,6 +120,14 @@ pub fn function_failed(error: &str, output: &[u8]) -> Response<Body> {
     text(StatusCode::INTERNAL_SERVER_ERROR, body)
 }
 
+/// 500 when the function's output passed `max_response_body` (it was killed).
+pub fn output_too_large(limit: u64) -> Response<Body> {
+    internal(text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("The function's output passed max_response_body ({limit} bytes); it was killed.\n"),
+    ))
+}
+
 /// 500 when the watchdog lost track of the function's answer (a task that panicked).
 pub fn output_lost() -> Response<Body> {
     internal(text(StatusCode::INTERNAL_SERVER_ERROR, "The function's output was lost.\n"))
@@ -117,6 +136,11 @@ pub fn output_lost() -> Response<Body> {
 /// 502 when the function's own server failed (http mode).
 pub fn bad_gateway(why: &str) -> Response<Body> {
     internal(text(StatusCode::BAD_GATEWAY, format!("Upstream HTTP request error: {why}\n")))
+}
+
+/// 502 when the function's CGI header block (`cgi_response`) is not valid.
+pub fn invalid_cgi_head(why: &str) -> Response<Body> {
+    internal(text(StatusCode::BAD_GATEWAY, format!("The function's CGI header block was refused: {why}\n")))
 }
 
 /// 504 when the function did not answer within `limit` (`write_timeout`, or in http mode

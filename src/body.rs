@@ -4,12 +4,14 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::StatusCode;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::{Response, StatusCode};
+
+use crate::answers;
 
 /// A response body: bytes known up front (no allocation beyond the bytes), or a stream.
 pub enum Body {
@@ -109,34 +111,79 @@ impl fmt::Display for Cut {
 
 impl std::error::Error for Cut {}
 
-/// A request body: from the wire, or none (for requests the watchdog makes up, such as the
-/// function call behind `/_/ready`).
+/// Why a request body could not be taken.
+#[derive(Debug)]
+pub enum BodyError {
+    /// `read_timeout` passed before the body was complete.
+    Timeout,
+    /// The client sent a broken body or went away.
+    Broken(hyper::Error),
+    /// The body passed `max_request_body` (this many bytes).
+    TooLarge(u64),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Timeout => f.write_str("i/o timeout: the request body was not received within read_timeout"),
+            BodyError::Broken(e) => write!(f, "reading the request body: {e}"),
+            BodyError::TooLarge(limit) => write!(f, "the request body is larger than max_request_body ({limit} bytes)"),
+        }
+    }
+}
+
+impl BodyError {
+    /// The answer to a request whose body could not be taken: 413 for one that is too large, else
+    /// 400; the connection is closed after it.
+    pub fn answer(&self) -> Response<Body> {
+        match self {
+            BodyError::TooLarge(limit) => answers::payload_too_large(*limit),
+            _ => answers::bad_request(self),
+        }
+    }
+}
+
+/// A request body: from the wire (no more than `limit` bytes of it), or none (for requests the
+/// watchdog makes up, such as the function call behind `/_/ready`).
 pub enum RequestBody {
-    Wire(Incoming),
+    Wire { body: Incoming, limit: Option<u64>, taken: u64 },
     Empty,
+}
+
+impl RequestBody {
+    pub fn wire(body: Incoming, limit: Option<u64>) -> RequestBody {
+        RequestBody::Wire { body, limit, taken: 0 }
+    }
 }
 
 impl HttpBody for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Wire(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let RequestBody::Wire { body, limit, taken } = self.get_mut() else { return Poll::Ready(None) };
+        let frame = match ready!(Pin::new(body).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Broken(e)))),
+            None => return Poll::Ready(None),
+        };
+        *taken += frame.data_ref().map_or(0, |data| data.len() as u64);
+        match limit {
+            Some(limit) if *taken > *limit => Poll::Ready(Some(Err(BodyError::TooLarge(*limit)))),
+            _ => Poll::Ready(Some(Ok(frame))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Wire(body) => body.is_end_stream(),
+            RequestBody::Wire { body, .. } => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Wire(body) => body.size_hint(),
+            RequestBody::Wire { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

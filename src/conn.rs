@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::{Response, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, Take};
 use tokio::net::TcpStream;
@@ -306,6 +308,21 @@ impl Write for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
+}
+
+/// An answer to HTTP/1.0 without a length can only end by closing the connection. It must say
+/// `Connection: close` (hyper says `keep-alive` when the request asked for it), and if it fails
+/// halfway the connection must be reset (see `conn::pace`), or the client would take what came for
+/// the whole answer. Returns whether the answer is such a one.
+pub fn frame_for_http_1_0(response: &mut Response<Body>) -> bool {
+    use hyper::body::Body as _;
+    if response.body().size_hint().exact().is_some() {
+        return false;
+    }
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    // An HTTP/1.1 head would get `keep-alive` appended by hyper.
+    *response.version_mut() = Version::HTTP_10;
+    true
 }
 
 /// `body`, made to wait while the socket has not taken all of hyper's last write, or hyper was

@@ -18,7 +18,7 @@ impl Health {
     }
 
     /// Writes the lock file (unless suppressed) and starts reporting healthy.
-    pub fn mark_accepting(&self) -> Result<(), String> {
+    pub fn write_lock_and_accept(&self) -> Result<(), String> {
         match &self.lock {
             Some(path) => {
                 log::info!("Writing lock-file to: {}", path.display());
@@ -38,7 +38,7 @@ impl Health {
     }
 
     /// Starts reporting unhealthy and removes the lock file.
-    pub fn mark_not_accepting(&self) {
+    pub fn stop_accepting_and_remove_lock(&self) {
         self.accepting.store(false, Ordering::SeqCst);
         self.remove_lock();
     }

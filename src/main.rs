@@ -4,10 +4,12 @@
 //! `main` handles the command line, becomes a tiny init when it is PID 1, loads the configuration
 //! and runs the server on a tokio runtime built by hand (after the PID-1 fork, never before).
 
+mod admission;
 mod answers;
 mod backoff;
 mod body;
 mod cgi;
+mod cgi_response;
 mod config;
 mod conn;
 mod function_logs;
@@ -120,8 +122,7 @@ fn healthcheck() -> ExitCode {
 
 /// `--help`: every variable with its default in the mode `mode` names (classic if unset).
 fn usage() -> String {
-    let mode = std::env::var("mode").ok().and_then(|m| config::Mode::ALL.into_iter().find(|mode| mode.name() == m));
-    let mode = mode.unwrap_or_default();
+    let mode = config::help_mode();
     let mut text = format!(
         "Usage: fwatchdog [--version | --run-healthcheck | --help]\n\n\
          Runs fprocess for every HTTP request: the body on its STDIN, its STDOUT as the response.\n\

@@ -1,13 +1,23 @@
 //! Prometheus metrics with the reference watchdogs' names, labels, help texts and buckets, plus the
-//! standard `process_*` metrics, in the text exposition format (version 0.0.4).
+//! standard `process_*` metrics, in the text exposition format (version 0.0.4), and the listener
+//! that serves them on `metrics_port`.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::Method;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioTimer;
+use tokio::net::TcpListener;
 
+use crate::answers;
+use crate::conn::Conn;
+use crate::listener::ACCEPT_RETRY;
 use crate::sys;
 
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -16,15 +26,61 @@ const BUCKET_LABELS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.2
 pub struct Metrics {
     series: Mutex<Vec<Series>>,
     in_flight: AtomicI64,
+    queued: AtomicI64,
+    /// Seconds spent waiting in the `max_queue` queue.
+    queue_wait: Mutex<Histogram>,
 }
 
 /// One (code, method) pair: the counter and the histogram share it.
 struct Series {
     code: u16,
     method: &'static str,
+    seconds: Histogram,
+}
+
+#[derive(Default)]
+struct Histogram {
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        self.count += 1;
+        self.sum += seconds;
+        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    /// The bucket, sum and count lines of `name` with `labels` (`code="200",` or empty).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (count, le) in self.buckets.iter().zip(BUCKET_LABELS) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let labels = labels.trim_end_matches(',');
+        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), float(self.sum));
+        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+    }
+}
+
+/// Counts a request as waiting in the queue until dropped, then records how long it waited.
+pub struct Queued {
+    metrics: Arc<Metrics>,
+    since: std::time::Instant,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        let seconds = self.since.elapsed().as_secs_f64();
+        self.metrics.queue_wait.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).observe(seconds);
+    }
 }
 
 /// Counts a request as in flight until dropped.
@@ -38,7 +94,12 @@ impl Drop for InFlight {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { series: Mutex::new(Vec::new()), in_flight: AtomicI64::new(0) }
+        Metrics {
+            series: Mutex::new(Vec::new()),
+            in_flight: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
+            queue_wait: Mutex::new(Histogram::default()),
+        }
     }
 }
 
@@ -46,6 +107,12 @@ impl Metrics {
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// A request joins the `max_queue` queue.
+    pub fn queued(self: &Arc<Self>) -> Queued {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Queued { metrics: Arc::clone(self), since: std::time::Instant::now() }
     }
 
     pub fn in_flight_now(&self) -> i64 {
@@ -61,18 +128,11 @@ impl Metrics {
         let index = match all.binary_search_by(|s| (s.code, s.method).cmp(&(code, method))) {
             Ok(i) => i,
             Err(i) => {
-                all.insert(i, Series { code, method, buckets: [0; BUCKETS.len()], count: 0, sum: 0.0 });
+                all.insert(i, Series { code, method, seconds: Histogram::default() });
                 i
             }
         };
-        let series = &mut all[index];
-        series.count += 1;
-        series.sum += seconds;
-        for (bucket, bound) in series.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
+        all[index].seconds.observe(seconds);
     }
 
     /// The text exposition.
@@ -83,13 +143,8 @@ impl Metrics {
         out.push_str("# HELP http_request_duration_seconds Seconds spent serving HTTP requests.\n");
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
         for s in all.iter() {
-            let labels = format!("code=\"{}\",method=\"{}\"", s.code, s.method);
-            for (count, le) in s.buckets.iter().zip(BUCKET_LABELS) {
-                let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {count}");
-            }
-            let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}", float(s.sum));
-            let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let labels = format!("code=\"{}\",method=\"{}\",", s.code, s.method);
+            s.seconds.render(&mut out, "http_request_duration_seconds", &labels);
         }
         out.push_str("# HELP http_requests_in_flight total HTTP requests in-flight\n");
         out.push_str("# TYPE http_requests_in_flight gauge\n");
@@ -97,9 +152,20 @@ impl Metrics {
         out.push_str("# HELP http_requests_total total HTTP requests processed\n");
         out.push_str("# TYPE http_requests_total counter\n");
         for s in all.iter() {
-            let _ = writeln!(out, "http_requests_total{{code=\"{}\",method=\"{}\"}} {}", s.code, s.method, s.count);
+            let count = s.seconds.count;
+            let _ = writeln!(out, "http_requests_total{{code=\"{}\",method=\"{}\"}} {count}", s.code, s.method);
         }
         drop(all);
+        out.push_str("# HELP http_requests_queued HTTP requests waiting for a max_inflight slot\n");
+        out.push_str("# TYPE http_requests_queued gauge\n");
+        let _ = writeln!(out, "http_requests_queued {}", self.queued.load(Ordering::Relaxed));
+        out.push_str("# HELP http_request_queue_seconds Seconds HTTP requests waited for a max_inflight slot.\n");
+        out.push_str("# TYPE http_request_queue_seconds histogram\n");
+        self.queue_wait.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).render(
+            &mut out,
+            "http_request_queue_seconds",
+            "",
+        );
         process_metrics(&mut out);
         out
     }
@@ -196,6 +262,30 @@ fn clock_ticks() -> f64 {
 
 fn page_size() -> u64 {
     sys::sysconf(libc::_SC_PAGESIZE).unwrap_or(4096)
+}
+
+/// The metrics listener: `/metrics` (any method), 404 elsewhere.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    let mut backoff = ACCEPT_RETRY;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            backoff.sleep().await;
+            continue;
+        };
+        backoff.reset();
+        let metrics = Arc::clone(&metrics);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response =
+                if req.uri().path() == "/metrics" { answers::metrics(metrics.render()) } else { answers::not_found() };
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = http.serve_connection(Conn::new(stream, Some(Duration::from_secs(5)), 0), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }
 
 #[cfg(test)]

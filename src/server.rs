@@ -1,34 +1,32 @@
-//! The HTTP front: the accept loop, routing (heads Go's server refuses get 400, then
-//! `/_/health`, `/_/ready`, everything else to the mode), the framing of answers to HTTP/1.0, the
-//! `max_inflight` admission, metrics around each function request, and the shutdown timeline from
+//! The HTTP front: the accept loop, routing (heads Go's server refuses get 400, then `/_/health`,
+//! `/_/ready`, everything else through the admission to the mode), and the shutdown timeline from
 //! the first signal to the exit code.
 
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
-use crate::body::{Body, Cut, RequestBody};
+use crate::admission::{Admission, Gate};
+use crate::body::{Body, RequestBody};
 use crate::config::{Config, go_duration};
 use crate::conn::{self, Conn};
 use crate::health::Health;
 use crate::limiter::Limiter;
 use crate::listener::{self, ACCEPT_RETRY};
 use crate::logging;
-use crate::metrics::Metrics;
-use crate::modes::{self, Admission, Handler, Scope};
+use crate::metrics::{self, Metrics};
+use crate::modes::{self, Handler, Scope};
 use crate::process;
-use crate::shutdown::{Cancel, Signals, Stop};
+use crate::shutdown::{Cancel, Drain, Signals, Stop};
 use crate::{answers, path};
 
 /// The largest request head (request line and headers), Go's figure (`MaxHeaderBytes` of 1 MiB
@@ -50,12 +48,12 @@ pub struct App {
     cfg: Arc<Config>,
     mode: Arc<dyn Handler>,
     health: Health,
-    limiter: Arc<Limiter>,
+    gate: Gate,
     metrics: Arc<Metrics>,
     /// Set when in-flight requests must give up (drain deadline, second signal).
     cancel: Cancel,
     /// Open connections and admitted requests: the drain waits for both.
-    connections: Arc<Connections>,
+    drain: Arc<Drain>,
     http: http1::Builder,
 }
 
@@ -88,21 +86,20 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
     log::info!("Listening on port: {}", local_port(&listener));
     if let Some(listener) = metrics_listener {
         log::info!("Metrics listening on port: {}", local_port(&listener));
-        tokio::spawn(serve_metrics(listener, Arc::clone(&app.metrics)));
+        tokio::spawn(metrics::serve(listener, Arc::clone(&app.metrics)));
     }
     // Serve from now on (`/_/health` says 503), but write the lock only once the mode has started.
-    let connections = Arc::clone(&app.connections);
-    let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app), Arc::clone(&connections)));
+    let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&app)));
     let started = tokio::select! {
         started = app.mode.started() => started,
         stop = signals.next_stop() => Err(format!("{}: stopping before the function was ready", stop.name())),
     };
-    if let Err(e) = started.and_then(|()| app.health.mark_accepting()) {
+    if let Err(e) = started.and_then(|()| app.health.write_lock_and_accept()) {
         app.mode.stop().await;
         return fatal(&e);
     }
 
-    let code = lifecycle(&app, &mut signals, accepting, &connections).await;
+    let code = lifecycle(&app, &mut signals, accepting).await;
     app.mode.stop().await;
     process::signal_all(libc::SIGKILL);
     app.health.remove_lock();
@@ -115,22 +112,18 @@ fn fatal(message: &str) -> i32 {
 }
 
 /// From the first signal to the exit code (the timeline is in the README).
-async fn lifecycle(
-    app: &Arc<App>,
-    signals: &mut Signals,
-    accepting: tokio::task::JoinHandle<()>,
-    connections: &Arc<Connections>,
-) -> i32 {
+async fn lifecycle(app: &Arc<App>, signals: &mut Signals, accepting: tokio::task::JoinHandle<()>) -> i32 {
+    let drain = &app.drain;
     let stop = tokio::select! {
         stop = signals.next_stop() => stop,
         code = app.mode.failed() => {
-            app.health.mark_not_accepting();
+            app.health.stop_accepting_and_remove_lock();
             return code;
         }
     };
     let interval = if stop == Stop::Term { app.cfg.healthcheck_interval } else { Duration::ZERO };
     log::info!("{}: no new connections in {}", stop.name(), go_duration(interval));
-    app.health.mark_not_accepting();
+    app.health.stop_accepting_and_remove_lock();
 
     // Keep serving while the orchestrator notices that health went 503.
     if !interval.is_zero() {
@@ -143,24 +136,24 @@ async fn lifecycle(
     log::info!("No new connections allowed, draining: {} requests", app.metrics.in_flight_now());
     accepting.abort();
     let _ = accepting.await; // the listener is closed once the task is gone
-    connections.close_all();
+    drain.close_all();
 
-    let drain = app.cfg.write_timeout.unwrap_or_default();
+    let deadline = app.cfg.write_timeout.unwrap_or_default();
     tokio::select! {
-        drained = connections.wait_idle(drain) => {
+        drained = drain.wait_idle(deadline) => {
             if !drained {
                 log::info!(
                     "Drain deadline (write_timeout {}) passed: stopping {} requests",
-                    go_duration(drain),
-                    connections.count()
+                    go_duration(deadline),
+                    drain.count()
                 );
                 app.cancel.cancel();
-                connections.wait_idle(CANCEL_GRACE).await;
+                drain.wait_idle(CANCEL_GRACE).await;
             }
         }
         again = signals.next_stop() => return forced_exit(app, again),
     }
-    log::info!("Exiting. Active connections: {}", connections.count());
+    log::info!("Exiting. Active connections: {}", drain.count());
     0
 }
 
@@ -178,13 +171,13 @@ fn local_port(listener: &TcpListener) -> u16 {
 
 /// Accepts connections until aborted. Accept errors (out of file descriptors, most often) never
 /// end the loop: it backs off and tries again.
-async fn accept_loop(listener: TcpListener, app: Arc<App>, connections: Arc<Connections>) {
+async fn accept_loop(listener: TcpListener, app: Arc<App>) {
     let mut backoff = ACCEPT_RETRY;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff.reset();
-                serve_connection(stream, &app, &connections);
+                serve_connection(stream, &app);
             }
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {
@@ -201,7 +194,7 @@ fn is_per_connection(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }
 
-fn serve_connection(stream: TcpStream, app: &Arc<App>, connections: &Arc<Connections>) {
+fn serve_connection(stream: TcpStream, app: &Arc<App>) {
     let _ = stream.set_nodelay(true);
     let io = Conn::new(stream, app.cfg.write_timeout, MAX_HEAD_BYTES);
     let handle = io.handle();
@@ -211,7 +204,7 @@ fn serve_connection(stream: TcpStream, app: &Arc<App>, connections: &Arc<Connect
         async move { Ok::<_, Infallible>(app.route(req, handle).await) }
     });
     let conn = app.http.serve_connection(io, service).with_upgrades();
-    let guard = connections.open();
+    let guard = app.drain.enter();
     tokio::spawn(async move {
         tokio::pin!(conn);
         let result = tokio::select! {
@@ -241,12 +234,13 @@ impl App {
             .max_headers(MAX_HEADERS);
         // Without a read_timeout, idle and slow clients may hold their connection forever, as in Go.
         http.header_read_timeout(cfg.read_timeout);
+        let (metrics, drain) = (Arc::new(Metrics::default()), Drain::new());
         App {
             health: Health::new((!cfg.suppress_lock).then(|| cfg.lock_path.clone())),
-            limiter: Limiter::new(cfg.max_inflight),
-            metrics: Arc::new(Metrics::default()),
+            gate: Gate::new(Limiter::new(cfg.max_inflight, cfg.max_queue), Arc::clone(&metrics), Arc::clone(&drain)),
+            metrics,
             cancel: Cancel::default(),
-            connections: Connections::new(),
+            drain,
             http,
             mode,
             cfg,
@@ -268,7 +262,7 @@ impl App {
                 },
             },
         };
-        let close_delimited = version == Version::HTTP_10 && frame_for_http_1_0(&mut response);
+        let close_delimited = version == Version::HTTP_10 && conn::frame_for_http_1_0(&mut response);
         response.map(|body| conn::pace(body, &conn, close_delimited))
     }
 
@@ -289,7 +283,7 @@ impl App {
         if !self.health.is_healthy() {
             return answers::status_only(StatusCode::SERVICE_UNAVAILABLE);
         }
-        if self.limiter.is_full() {
+        if self.gate.is_full() {
             return answers::status_only(StatusCode::TOO_MANY_REQUESTS);
         }
         let Some(path) = &self.cfg.ready_path else { return answers::status_only(StatusCode::OK) };
@@ -299,121 +293,32 @@ impl App {
         Arc::clone(&self.mode).call(probe, self.scope(Instant::now(), Admission::default())).await
     }
 
-    /// A request for the function: limiter, metrics, then the mode.
+    /// A request for the function: admission, then the mode; written to the metrics once done.
     async fn function(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let tally = Tally { metrics: Arc::clone(&self.metrics), method: req.method().clone(), start };
-        let (in_flight, open) = (self.metrics.in_flight(), self.connections.open());
-        let Some(slot) = self.limiter.try_acquire() else {
-            return tally.finish(answers::too_many_requests(self.limiter.max()), Admission::new((in_flight, open)));
+        let body_limit = self.cfg.max_request_body;
+        if let Some(limit) = body_limit
+            && req.body().size_hint().lower() > limit
+        {
+            // At once: no byte of the body is read, and the function never starts.
+            return self.gate.refuse(req.method(), start, answers::payload_too_large(limit));
+        }
+        // Waiting for a slot counts against the request's own time limit.
+        let limit = [self.cfg.write_timeout, self.mode.time_limit(req.headers())].into_iter().flatten().min();
+        let deadline = limit.map(|limit| tokio::time::Instant::from_std(start + limit));
+        let (admission, entry) = match self.gate.admit(req.method(), start, deadline, &self.cancel).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused.answer(),
         };
-        let admission = Admission::new((in_flight, open, slot));
         // A log that nobody reads holds function requests back here (see `logging`).
         logging::room().await;
         let scope = self.scope(start, admission.clone());
-        let response = Arc::clone(&self.mode).call(req.map(RequestBody::Wire), scope).await;
-        tally.finish(response, admission)
+        let response = Arc::clone(&self.mode).call(req.map(|body| RequestBody::wire(body, body_limit)), scope).await;
+        entry.finish(response, admission)
     }
 
     fn scope(&self, start: Instant, admission: Admission) -> Scope {
         Scope { start, cancel: self.cancel.clone(), admission }
-    }
-}
-
-/// An answer to HTTP/1.0 without a length can only end by closing the connection. It must say
-/// `Connection: close` (hyper says `keep-alive` when the request asked for it), and if it fails
-/// halfway the connection must be reset (see `conn::pace`), or the client would take what came for
-/// the whole answer. Returns whether the answer is such a one.
-fn frame_for_http_1_0(response: &mut Response<Body>) -> bool {
-    use hyper::body::Body as _;
-    if response.body().size_hint().exact().is_some() {
-        return false;
-    }
-    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-    // An HTTP/1.1 head would get `keep-alive` appended by hyper.
-    *response.version_mut() = Version::HTTP_10;
-    true
-}
-
-/// Records a function request in the metrics once its response is complete.
-struct Tally {
-    metrics: Arc<Metrics>,
-    method: Method,
-    start: Instant,
-}
-
-impl Tally {
-    /// Counts a buffered response now; a streamed one when its body ends, with the status carried
-    /// by its [`Cut`] if it failed. The server's share of the admission is released at the same
-    /// moment (the mode may still hold its own).
-    fn finish(self, response: Response<Body>, admission: Admission) -> Response<Body> {
-        let code = response.status().as_u16();
-        let (parts, body) = response.into_parts();
-        let body = match body {
-            Body::Full(bytes) => {
-                self.observe(code);
-                drop(admission);
-                Body::Full(bytes)
-            }
-            Body::Stream(stream) => Body::stream(OnEnd { body: stream, end: Some((self, code, admission)) }),
-        };
-        Response::from_parts(parts, body)
-    }
-
-    fn observe(&self, code: u16) {
-        self.metrics.observe(&self.method, code, self.start.elapsed());
-    }
-}
-
-/// A streamed body that reports to the metrics when it ends, fails or is dropped.
-struct OnEnd<B> {
-    body: B,
-    end: Option<(Tally, u16, Admission)>,
-}
-
-impl<B> OnEnd<B> {
-    /// `cut`: the status of an answer that failed after its head went out.
-    fn end(&mut self, cut: Option<StatusCode>) {
-        if let Some((tally, code, admission)) = self.end.take() {
-            tally.observe(cut.map_or(code, |status| status.as_u16()));
-            drop(admission);
-        }
-    }
-}
-
-impl<B> Drop for OnEnd<B> {
-    fn drop(&mut self) {
-        self.end(None);
-    }
-}
-
-impl<B> hyper::body::Body for OnEnd<B>
-where
-    B: hyper::body::Body<Data = bytes::Bytes, Error = io::Error> + Unpin,
-{
-    type Data = bytes::Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        let poll = std::pin::Pin::new(&mut this.body).poll_frame(cx);
-        match &poll {
-            std::task::Poll::Ready(None) => this.end(None),
-            std::task::Poll::Ready(Some(Err(e))) => this.end(Cut::status_of(e)),
-            _ => {}
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -444,89 +349,6 @@ fn malformed(req: &Request<Incoming>) -> Option<&'static str> {
 /// address with a zone) and a port.
 fn valid_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!$%&'()*+,-.:;=[]_~".contains(&b)
-}
-
-/// Open connections, and admitted requests (which may outlive theirs: a function being reaped, a
-/// WebSocket tunnel), so the drain knows when it is done.
-struct Connections {
-    count: AtomicUsize,
-    idle: Notify,
-    closing: Cancel,
-}
-
-/// One open connection or admitted request; dropping it closes the books on it.
-struct ConnectionGuard(Arc<Connections>);
-
-impl Connections {
-    fn new() -> Arc<Connections> {
-        Arc::new(Connections { count: AtomicUsize::new(0), idle: Notify::new(), closing: Cancel::default() })
-    }
-
-    fn open(self: &Arc<Self>) -> ConnectionGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        ConnectionGuard(Arc::clone(self))
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Asks every connection to finish its current request and close.
-    fn close_all(&self) {
-        self.closing.cancel();
-    }
-
-    /// Waits until no connection is open; `false` if `limit` passed first.
-    async fn wait_idle(&self, limit: Duration) -> bool {
-        let idle = async {
-            loop {
-                let notified = self.idle.notified();
-                if self.count() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(limit, idle).await.is_ok()
-    }
-}
-
-impl ConnectionGuard {
-    async fn closing(&self) {
-        self.0.closing.cancelled().await;
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// The metrics listener: `/metrics` (any method), 404 elsewhere.
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
-    let mut backoff = ACCEPT_RETRY;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            backoff.sleep().await;
-            continue;
-        };
-        backoff.reset();
-        let metrics = Arc::clone(&metrics);
-        let service = service_fn(move |req: Request<Incoming>| {
-            let response =
-                if req.uri().path() == "/metrics" { answers::metrics(metrics.render()) } else { answers::not_found() };
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let conn = http.serve_connection(Conn::new(stream, Some(Duration::from_secs(5)), 0), service);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Signals and cancellation: which signal asks the watchdog to stop, which are passed on to the
-//! running functions, and the [`Cancel`] flag that tells in-flight requests to give up.
+//! running functions, the [`Cancel`] flag that tells in-flight requests to give up, and the
+//! [`Drain`] that counts what the watchdog waits for before it exits.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
@@ -95,6 +97,66 @@ impl Signals {
                 _ = self.quit.recv() => libc::SIGQUIT,
             };
             process::signal_all(forward);
+        }
+    }
+}
+
+/// What the drain waits for: open connections, and admitted requests (which may outlive their
+/// connection: a function being reaped, a WebSocket tunnel).
+pub struct Drain {
+    count: AtomicUsize,
+    idle: Notify,
+    closing: Cancel,
+}
+
+/// One open connection or admitted request; dropping it closes the books on it.
+pub struct DrainGuard(Arc<Drain>);
+
+impl Drain {
+    pub fn new() -> Arc<Drain> {
+        Arc::new(Drain { count: AtomicUsize::new(0), idle: Notify::new(), closing: Cancel::default() })
+    }
+
+    pub fn enter(self: &Arc<Self>) -> DrainGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        DrainGuard(Arc::clone(self))
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Asks every connection to finish its current request and close.
+    pub fn close_all(&self) {
+        self.closing.cancel();
+    }
+
+    /// Waits until nothing is left to drain; `false` if `limit` passed first.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.count() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, idle).await.is_ok()
+    }
+}
+
+impl DrainGuard {
+    /// Resolves once the drain asks connections to close.
+    pub async fn closing(&self) {
+        self.0.closing.cancelled().await;
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }

@@ -1,29 +1,39 @@
-//! The README's design notes against the source: its module map names every module under `src/`,
-//! its dependency list every dependency in `Cargo.toml`, so neither falls behind the code again.
+//! The design notes against the source: `docs/design.md`'s module map names every module under
+//! `src/`, and its dependency table every dependency in `Cargo.toml`, so neither falls behind.
 
 use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The README bullet that starts with `start`, up to the next top-level bullet or heading, on one
-/// line.
-fn bullet(readme: &str, start: &str) -> String {
-    let from = readme.find(start).unwrap_or_else(|| panic!("README has no line starting {start:?}"));
-    let rest = &readme[from + start.len()..];
-    let end = rest.find("\n- ").into_iter().chain(rest.find("\n#")).min().unwrap_or(rest.len());
-    rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+/// The section of `docs/design.md` under the heading `heading`, up to the next heading.
+fn section(heading: &str) -> String {
+    let design = std::fs::read_to_string(Path::new(ROOT).join("docs/design.md")).unwrap();
+    let start = design.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("no `## {heading}`"));
+    let rest = &design[start + heading.len() + 5..];
+    rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
 }
 
-/// Every module under `src/` as a path (`process`, `process/spawn`, `modes/fork/policy`).
-fn modules(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+/// Every source file under `dir`, relative to `src/` (`main.rs`, `modes/fork/policy.rs`).
+fn sources(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let module = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            modules(&path, &module, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(if name == "mod" { prefix.to_string() } else { module });
+            sources(&path, &format!("{prefix}{name}/"), out);
+        } else if name.ends_with(".rs") {
+            out.push(format!("{prefix}{name}"));
+        }
+    }
+}
+
+/// Whether the map names `file`: by its path, or as a file of its directory's row (a directory's
+/// `mod.rs` by the row alone).
+fn named(map: &str, file: &str) -> bool {
+    match file.rsplit_once('/') {
+        None => map.contains(&format!("`{file}`")),
+        Some((dir, name)) => {
+            map.contains(&format!("`{file}`"))
+                || (map.contains(&format!("`{dir}/`")) && (name == "mod.rs" || map.contains(&format!("`{name}`"))))
         }
     }
 }
@@ -47,21 +57,20 @@ fn dependencies(manifest: &str) -> Vec<String> {
 
 #[test]
 fn the_module_map_names_every_module() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let map = bullet(&readme, "- Module map");
+    let map = section("Module map");
     let mut all = Vec::new();
-    modules(&Path::new(ROOT).join("src"), "", &mut all);
-    let missing: Vec<_> = all.iter().filter(|m| !map.contains(&format!("`{m}`"))).collect();
-    assert!(missing.is_empty(), "README's module map does not name {missing:?}");
+    sources(&Path::new(ROOT).join("src"), "", &mut all);
+    assert!(all.len() >= 30, "{all:?}");
+    let missing: Vec<_> = all.iter().filter(|file| !named(&map, file)).collect();
+    assert!(missing.is_empty(), "docs/design.md's module map does not name {missing:?}");
 }
 
 #[test]
-fn the_dependency_list_names_every_dependency() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let list = bullet(&readme, "- Dependencies");
+fn the_dependency_table_names_every_dependency() {
+    let table = section("Dependencies");
     let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
     let all = dependencies(&manifest);
     assert!(all.len() >= 10, "{all:?}");
-    let missing: Vec<_> = all.iter().filter(|d| !list.contains(&format!("`{d}` ("))).collect();
-    assert!(missing.is_empty(), "README's dependency list does not name {missing:?}, each with its reason");
+    let missing: Vec<_> = all.iter().filter(|d| !table.contains(&format!("| `{d}`"))).collect();
+    assert!(missing.is_empty(), "docs/design.md's dependency table has no row for {missing:?}");
 }

@@ -59,6 +59,20 @@ fn build_hello_rust() -> PathBuf {
     target.join("debug")
 }
 
+// ---------------------------------------------------------------- short links (cgi_response)
+
+#[test]
+fn short_links_redirect_and_answer_404_with_their_own_headers() {
+    let wd = start("short-links", &example_dir("short-links"), &[]);
+    let r = wd.get("/docs");
+    assert_eq!((r.status, r.header("Location")), (301, Some("https://docs.openfaas.com/")), "{}", wd.logs());
+    assert_eq!(r.header("Cache-Control"), Some("public, max-age=86400"));
+    let r = wd.get("/nothing-here");
+    assert_eq!((r.status, r.text().as_str()), (404, "No link called \"nothing-here\".\n"));
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
+}
+
 // ---------------------------------------------------------------- image metadata
 
 fn image_metadata() -> Watchdog {

@@ -770,3 +770,50 @@ fn options_asterisk_reaches_the_function_as_asterisk() {
     let report = Report::of(&r);
     assert_eq!((report.field("method"), report.field("path")), ("OPTIONS", "*"));
 }
+
+/// `max_request_body` in http mode: a Content-Length over it is 413 before any byte is sent on, and
+/// a chunked body that crosses it on its way to the function is 413 too (the function's connection
+/// is cut, so it never sees the body end).
+#[test]
+fn max_request_body_is_413_in_http_mode() {
+    let function = Function::new();
+    let wd = function.start(&[("max_request_body", "100")]);
+    let mut conn = wd.connect();
+    conn.write_all(b"POST /mirror HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(&conn), false).expect("an answer without the body");
+    assert_eq!((r.status, r.header("Connection")), (413, Some("close")), "{}", r.text());
+    let mut conn = wd.connect();
+    conn.write_all(b"POST /mirror HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n").unwrap();
+    conn.write_all(&[b'a'; 50]).unwrap();
+    conn.write_all(b"\r\n33\r\n").unwrap();
+    conn.write_all(&[b'b'; 51]).unwrap();
+    conn.write_all(b"\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(&conn), false).expect("an answer");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(wd.post("/mirror", &[b'c'; 100]).body, vec![b'c'; 100]);
+}
+
+/// `max_queue`: waiting for a slot counts against the request's own time limit (here its
+/// `X-Timeout`): when it passes, the request leaves the queue with the 429.
+#[test]
+fn a_queued_request_leaves_the_queue_at_its_own_time_limit() {
+    let function = Function::new();
+    let wd = function.start_with({
+        let mut options = function.options("", &[("max_inflight", "1"), ("max_queue", "1")]);
+        options.metrics = true;
+        options
+    });
+    wd.get("/inspect");
+    let port = wd.port;
+    let _stalled = std::thread::spawn(move || send(port, &build_request("GET", "/stall?s=5", &[], b"")));
+    wait_for(Duration::from_secs(10), "the stalled request in flight", || {
+        (metric(&wd.metrics(), "http_requests_in_flight") == Some(1.0)).then_some(())
+    });
+    let started = std::time::Instant::now();
+    let r = wd.request("GET", "/inspect", &[("X-Timeout", "1s")], b"");
+    let waited = started.elapsed();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("X-OpenFaaS-Internal"), Some("faas-middleware"));
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(4), "waited {waited:?}");
+    assert_eq!(metric(&wd.metrics(), "http_requests_queued"), Some(0.0));
+}

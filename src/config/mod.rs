@@ -1,7 +1,7 @@
 //! Configuration: every environment variable the watchdog reads, as one table ([`vars::VARS`]:
 //! names, modes, defaults, help, parse rule), and the [`Config`] parsed from it. This is the only
-//! module that reads the environment for settings (`RUST_LOG` and, for `--run-healthcheck`,
-//! `TMPDIR` are read through it before the rest).
+//! module that reads the environment for settings (`RUST_LOG`, and `TMPDIR` for
+//! `--run-healthcheck` and `mode` for `--help`, are read through it before the rest).
 //!
 //! Names and defaults follow the OpenFaaS watchdogs. Unlike them, a value that does not parse is
 //! an error that stops the start (they silently fall back to a default).
@@ -75,8 +75,16 @@ pub struct Config {
     pub suppress_lock: bool,
     /// Validated at start: the value is sent as a header on every response.
     pub content_type: Option<HeaderValue>,
+    /// The function's output starts with a CGI header block.
+    pub cgi_response: bool,
+    /// Largest request body in bytes; `None` = no limit.
+    pub max_request_body: Option<u64>,
+    /// Largest output of a buffered function in bytes; `None` = no limit.
+    pub max_response_body: Option<u64>,
     /// 0 = unlimited.
     pub max_inflight: usize,
+    /// Requests that may wait for a `max_inflight` slot; 0 = none.
+    pub max_queue: usize,
     pub lock_path: PathBuf,
     pub upstream_url: Option<UpstreamUrl>,
     pub static_path: PathBuf,
@@ -182,6 +190,12 @@ fn default_of(
 pub fn lock_path_from_env() -> PathBuf {
     let tmpdir = std::env::var("TMPDIR").ok().filter(|d| !d.is_empty());
     values::lock_path(tmpdir.as_deref().unwrap_or("/tmp"))
+}
+
+/// The mode `--help` shows the defaults of: `mode`'s value if it names one, else classic.
+pub fn help_mode() -> Mode {
+    let name = std::env::var("mode").unwrap_or_default();
+    Mode::ALL.into_iter().find(|mode| mode.name() == name).unwrap_or_default()
 }
 
 /// `RUST_LOG`, read before the rest so that the start itself is logged at the chosen level.

@@ -106,6 +106,27 @@ pub fn log_buffer_size(value: &str) -> Result<Option<usize>, String> {
     }
 }
 
+/// A size in bytes: a number (`1048576`), or one with a unit, `KB`, `MB`, `GB` (powers of 1000)
+/// or `KiB`, `MiB`, `GiB` (powers of 1024). `0` means "no limit".
+pub fn size(value: &str) -> Result<Option<u64>, String> {
+    const EXPECTED: &str = "expected bytes, or a size like 512KiB, 4MiB or 1GB";
+    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| EXPECTED.to_string())?;
+    let scale: u64 = match unit.trim_start() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(EXPECTED.into()),
+    };
+    let bytes = number.checked_mul(scale).ok_or("too large")?;
+    Ok((bytes != 0).then_some(bytes))
+}
+
 /// A timeout where 0 means "none".
 pub fn timeout(value: &str) -> Result<Option<Duration>, String> {
     duration(value).map(|d| (!d.is_zero()).then_some(d))

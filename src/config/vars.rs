@@ -17,6 +17,8 @@ impl Modes {
     pub const PROCESS: Modes = Modes(0b01111);
     /// The modes that start a process per request.
     pub const FORK: Modes = Modes(0b00111);
+    /// The modes that hold the whole response in memory: classic and serializing.
+    pub const BUFFERED: Modes = Modes(0b00101);
     pub const CLASSIC: Modes = Modes(0b00001);
     /// The modes with the of-watchdog's request log line.
     pub const ACCESS_LOG: Modes = Modes(0b01110);
@@ -199,6 +201,18 @@ pub static VARS: &[Var] = &[
         },
     },
     Var {
+        name: "max_queue",
+        aliases: &[],
+        modes: Modes::ALL,
+        default: Default::Is("0"),
+        required: None,
+        help: "requests beyond max_inflight that wait for a slot (first come, first served) instead of a 429",
+        set: |c, v| {
+            c.max_queue = v.parse().map_err(|_| "expected a whole number of requests (0 = no queue)")?;
+            Ok(())
+        },
+    },
+    Var {
         name: "suppress_lock",
         aliases: &[],
         modes: Modes::ALL,
@@ -285,6 +299,33 @@ pub static VARS: &[Var] = &[
             c.content_type = (!v.is_empty()).then_some(value);
             Ok(())
         },
+    },
+    Var {
+        name: "cgi_response",
+        aliases: &[],
+        modes: Modes::FORK,
+        default: Default::Is("false"),
+        required: None,
+        help: "the output starts with CGI header lines (`Status: 404`, `Cache-Control: ...`) and an empty line",
+        set: |c, v| flag(v).map(|value| c.cgi_response = value),
+    },
+    Var {
+        name: "max_request_body",
+        aliases: &[],
+        modes: Modes::PROCESS,
+        default: Default::Is("0"),
+        required: None,
+        help: "largest request body (bytes, or 512KiB, 4MiB, 1GB); a larger one gets 413; 0 = no limit",
+        set: |c, v| values::size(v).map(|size| c.max_request_body = size),
+    },
+    Var {
+        name: "max_response_body",
+        aliases: &[],
+        modes: Modes::BUFFERED,
+        default: Default::Is("0"),
+        required: None,
+        help: "largest output the function may write; past it the function is killed and the answer is 500; 0 = no limit",
+        set: |c, v| values::size(v).map(|size| c.max_response_body = size),
     },
     Var {
         name: "prefix_logs",

@@ -19,6 +19,8 @@ use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
+use crate::admission::Admission;
+pub use crate::body::BodyError;
 use crate::body::{Body, RequestBody};
 use crate::cgi;
 use crate::config::{Config, Mode, go_duration};
@@ -32,6 +34,13 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request for the function.
     fn call(self: Arc<Self>, req: Request<RequestBody>, scope: Scope) -> BoxFuture<Response<Body>>;
+
+    /// The longest a request may take, if the mode has a limit shorter than `write_timeout` that
+    /// counts from its arrival (http mode: `exec_timeout`, `X-Timeout`); waiting for a
+    /// `max_inflight` slot counts against it.
+    fn time_limit(&self, _headers: &hyper::HeaderMap) -> Option<Duration> {
+        None
+    }
 
     /// Resolves if the mode can no longer serve (the http mode's server died); the watchdog then
     /// exits with the returned code. Default: never.
@@ -63,22 +72,6 @@ pub struct Scope {
     pub admission: Admission,
 }
 
-/// What an admitted function request holds: its `max_inflight` slot, its place in
-/// `http_requests_in_flight` and in the drain. The server keeps one clone until the response is
-/// done, and a mode keeps another for as long as something the request started still lives (a
-/// function not yet reaped, a WebSocket tunnel): it is released with the last clone, so the slot,
-/// the gauge and the function's life are one. Empty for requests that are not limited.
-#[derive(Clone, Default)]
-pub struct Admission {
-    _held: Option<Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-impl Admission {
-    pub fn new(held: impl std::any::Any + Send + Sync) -> Admission {
-        Admission { _held: Some(Arc::new(held)) }
-    }
-}
-
 impl Scope {
     /// The instant `limit` after the request started, if there is a limit.
     pub fn deadline(&self, limit: Option<Duration>) -> Option<tokio::time::Instant> {
@@ -95,24 +88,6 @@ pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Handler>, String> {
     match cfg.mode {
         Mode::Http => Ok(Arc::new(http::Http::start(cfg)?)),
         _ => Ok(Arc::new(static_files::StaticFiles::new(cfg)?)),
-    }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    /// `read_timeout` passed before the body was complete.
-    Timeout,
-    /// The client sent a broken body or went away.
-    Broken(hyper::Error),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Timeout => f.write_str("i/o timeout: the request body was not received within read_timeout"),
-            BodyError::Broken(e) => write!(f, "reading the request body: {e}"),
-        }
     }
 }
 
@@ -314,7 +289,7 @@ pub async fn read_body(body: RequestBody, deadline: Option<tokio::time::Instant>
         Some(deadline) => tokio::time::timeout_at(deadline, collect).await.map_err(|_| BodyError::Timeout)?,
         None => collect.await,
     };
-    collected.map(|c| c.to_bytes()).map_err(BodyError::Broken)
+    collected.map(|c| c.to_bytes())
 }
 
 #[cfg(test)]

@@ -402,36 +402,51 @@ pub async fn feed(stdin: OwnedFd, data: &[u8]) {
 }
 
 /// The buffered exchange: writes `input` to the function's stdin (and closes it) while reading its
-/// stdout into `output`, until stdout has ended and the function has exited. When the function
-/// exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no
-/// longer. Dropping the future part-way leaves what was read in `output`.
+/// stdout into `output`, until stdout has ended and the function has exited: `true`. When the
+/// function exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`]
+/// more, no longer. Dropping the future part-way leaves what was read in `output`.
+///
+/// `stop` sees the output after every read; when it says so, reading stops: `false`. `cap`: the
+/// most bytes `output` may hold (the buffer never grows past it); `stop` should stop it there.
 pub async fn exchange(
     child: &Child,
     stdin: Option<OwnedFd>,
     stdout: Option<pipe::Receiver>,
     input: Bytes,
     output: &mut Vec<u8>,
-) {
+    cap: Option<usize>,
+    stop: impl FnMut(&[u8]) -> bool,
+) -> bool {
     let write = async move {
         if let Some(stdin) = stdin {
             feed(stdin, &input).await;
         }
     };
-    alongside(collect(stdout, child, output), write).await
+    alongside(collect(stdout, child, output, cap, stop), write).await
 }
 
-async fn collect(stdout: Option<pipe::Receiver>, child: &Child, output: &mut Vec<u8>) {
+async fn collect(
+    stdout: Option<pipe::Receiver>,
+    child: &Child,
+    output: &mut Vec<u8>,
+    cap: Option<usize>,
+    stop: impl FnMut(&[u8]) -> bool,
+) -> bool {
     if let Some(mut stdout) = stdout {
-        let read = read_all(&mut stdout, output);
+        let read = read_all(&mut stdout, output, cap, stop);
         tokio::pin!(read);
-        tokio::select! {
-            () = &mut read => {}
+        let whole = tokio::select! {
+            whole = &mut read => whole,
             () = exited_while_output_open(child) => {
-                let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
+                tokio::time::timeout(OUTPUT_GRACE, &mut read).await.unwrap_or(true)
             }
+        };
+        if !whole {
+            return false;
         }
     }
     child.exited().await;
+    true
 }
 
 /// Most functions end their output by exiting, and then one `waitid` after the end of output
@@ -443,15 +458,28 @@ async fn exited_while_output_open(child: &Child) {
     child.exited().await;
 }
 
-async fn read_all(pipe: &mut pipe::Receiver, out: &mut Vec<u8>) {
+/// Reads to the end of `pipe` (`true`), or until `stop` says so (`false`); never holds more
+/// than `cap` bytes.
+async fn read_all(
+    pipe: &mut pipe::Receiver,
+    out: &mut Vec<u8>,
+    cap: Option<usize>,
+    mut stop: impl FnMut(&[u8]) -> bool,
+) -> bool {
     loop {
         // Most functions answer in a few hundred bytes: start small, then double (by at most
         // 1 MiB a step) so that big outputs still take few reads.
         if out.len() == out.capacity() {
-            out.reserve(out.capacity().clamp(512, 1 << 20));
+            let step = out.capacity().clamp(512, 1 << 20);
+            let step = cap.map_or(step, |cap| step.min(cap.saturating_sub(out.len())));
+            if step == 0 {
+                return false;
+            }
+            out.reserve_exact(step);
         }
         match pipe.read_buf(out).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return true,
+            Ok(_) if stop(out) => return false,
             Ok(_) => {}
         }
     }

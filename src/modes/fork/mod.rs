@@ -24,6 +24,7 @@ use super::{
 };
 use crate::answers;
 use crate::body::{Body, RequestBody};
+use crate::cgi_response::{self, Head, Parsed};
 use crate::config::{Config, go_duration};
 use crate::logging::{self, Output};
 use crate::process::{self, Child, Program, Spec, Stderr};
@@ -74,7 +75,7 @@ impl Fork {
             Ok(body) => body,
             Err(e) => {
                 log.debug(format_args!("Error={e}, ReadLen=0"));
-                return answers::bad_request(&e);
+                return e.answer();
             }
         };
         log.debug(format_args!("Query  {}", parts.uri.query().unwrap_or("")));
@@ -87,8 +88,11 @@ impl Fork {
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let mut output = Vec::new();
         let outcome = run::run(child, stdin, self.limits(scope), cfg, async |child: &Child, stdin: &mut _| {
-            process::exchange(child, Option::take(stdin), stdout, input, &mut output).await;
-            Ending::Exited
+            let mut check = OutputCheck::new(cfg);
+            let cap = check.limit.map(|limit| limit.saturating_add(1));
+            let whole =
+                process::exchange(child, Option::take(stdin), stdout, input, &mut output, cap, |out| check.stop(out));
+            if whole.await { Ending::Exited } else { check.ending(&output) }
         })
         .await;
         self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope)
@@ -125,6 +129,8 @@ impl Fork {
             (Ending::Interrupted(Interrupted::WriteTimeout), _) => Verdict::WriteTimeout,
             (Ending::Interrupted(Interrupted::Cancelled), _) => Verdict::ShuttingDown,
             (Ending::InputBroken(e), _) => Verdict::BadInput(e),
+            (Ending::InvalidHead(why), _) => Verdict::InvalidHead(why),
+            (Ending::OutputTooLarge, _) => Verdict::OutputTooLarge,
             (_, Some(error)) => Verdict::Failed(error),
             (_, None) => Verdict::Success,
         }
@@ -147,25 +153,38 @@ impl Fork {
                 self.timed(answers::gateway_timeout(&limit), scope)
             }
             Verdict::ShuttingDown => self.timed(answers::shutting_down(), scope),
-            Verdict::BadInput(e) => answers::bad_request(e),
+            Verdict::BadInput(e) => e.answer(),
+            Verdict::InvalidHead(why) => self.timed(answers::invalid_cgi_head(why), scope),
+            Verdict::OutputTooLarge => {
+                let limit = self.cfg.max_response_body.unwrap_or_default();
+                log::info!("Function failed: its output passed max_response_body ({limit} bytes)");
+                self.timed(answers::output_too_large(limit), scope)
+            }
         }
     }
 
-    /// 200 with the function's output.
-    fn success(&self, output: Vec<u8>, request_type: Option<&HeaderValue>, scope: &Scope) -> Response<Body> {
+    /// 200 with the function's output; with `cgi_response`, the status and headers of the header
+    /// block it starts with, and the rest as the body.
+    fn success(&self, mut output: Vec<u8>, request_type: Option<&HeaderValue>, scope: &Scope) -> Response<Body> {
         let cfg = &*self.cfg;
         let seconds = Seconds(scope.start.elapsed());
-        let length = output.len();
-        let output = Bytes::from(output);
         if cfg.write_debug {
             // Whole and at once, as Go's `os.Stdout.Write`: a last line without a newline too.
-            logging::pass_on(Output::Stdout, output.clone());
+            logging::pass_on(Output::Stdout, Bytes::copy_from_slice(&output));
         }
-        let mut response = self.timed(Response::new(Body::from(output)), scope);
-        let echoed = request_type.filter(|_| self.policy.echo_request_type);
-        if let Some(content_type) = cfg.content_type.as_ref().or(echoed) {
-            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+        let mut cgi = None;
+        if cfg.cgi_response {
+            match cgi_response::parse(&output, true) {
+                Parsed::Head { head, body } => {
+                    output.drain(..body);
+                    cgi = Some(head);
+                }
+                Parsed::Invalid { why, line } => return self.invalid_head(&why, &line, scope),
+                Parsed::Partial => return self.invalid_head("the header block is not complete", "", scope),
+            }
         }
+        let length = output.len();
+        let response = self.started(cgi, Body::from(output), request_type, scope);
         if cfg.debug_headers {
             print_headers("[out]", response.headers());
         }
@@ -178,6 +197,36 @@ impl Fork {
             }
         }
         response
+    }
+
+    /// The head of a successful answer, with `body`: 200, or the function's CGI status and
+    /// headers; the configured Content-Type, else (classic) the request's, unless the function
+    /// sent its own.
+    fn started(
+        &self,
+        cgi: Option<Head>,
+        body: Body,
+        request_type: Option<&HeaderValue>,
+        scope: &Scope,
+    ) -> Response<Body> {
+        let mut response = Response::new(body);
+        if let Some(head) = cgi {
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+        }
+        let echoed = request_type.filter(|_| self.policy.echo_request_type);
+        if !response.headers().contains_key(CONTENT_TYPE)
+            && let Some(content_type) = self.cfg.content_type.as_ref().or(echoed)
+        {
+            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+        }
+        self.timed(response, scope)
+    }
+
+    /// 502 for output that does not start with a valid CGI header block.
+    fn invalid_head(&self, why: &str, line: &str, scope: &Scope) -> Response<Body> {
+        log::info!("Function's CGI header block refused: {why}: {line:?}");
+        self.timed(answers::invalid_cgi_head(why), scope)
     }
 
     /// 500 with `<error>\n<output>`.
@@ -206,6 +255,48 @@ impl Fork {
     }
 }
 
+/// What the buffered exchange watches in the output as it comes: `max_response_body`, and with
+/// `cgi_response` a header block that cannot be valid (refused as soon as that is known, not
+/// after the whole output).
+struct OutputCheck {
+    limit: Option<usize>,
+    /// The header block is still to be checked.
+    head: bool,
+}
+
+impl OutputCheck {
+    fn new(cfg: &Config) -> OutputCheck {
+        let limit = cfg.max_response_body.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+        OutputCheck { limit, head: cfg.cgi_response }
+    }
+
+    /// Whether to stop reading `output`.
+    fn stop(&mut self, output: &[u8]) -> bool {
+        if self.limit.is_some_and(|limit| output.len() > limit) {
+            return true;
+        }
+        match self.head.then(|| cgi_response::parse(output, false)) {
+            Some(Parsed::Invalid { .. }) => true,
+            Some(Parsed::Head { .. }) => {
+                self.head = false;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Why reading stopped.
+    fn ending(&self, output: &[u8]) -> Ending {
+        match cgi_response::parse(output, false) {
+            Parsed::Invalid { why, line } if self.head => {
+                log::info!("Function's CGI header block refused: {why}: {line:?}");
+                Ending::InvalidHead(why)
+            }
+            _ => Ending::OutputTooLarge,
+        }
+    }
+}
+
 /// The answer to a run, before it is built.
 enum Verdict<'a> {
     Success,
@@ -217,8 +308,12 @@ enum Verdict<'a> {
     WriteTimeout,
     /// The hard stop at shutdown: 503.
     ShuttingDown,
-    /// The request body broke off: 400.
+    /// The request body broke off: 400 (413 past `max_request_body`).
     BadInput(&'a BodyError),
+    /// `cgi_response`: the output did not start with a valid header block: 502.
+    InvalidHead(&'a str),
+    /// The output passed `max_response_body`: 500.
+    OutputTooLarge,
 }
 
 impl Verdict<'_> {
@@ -229,7 +324,9 @@ impl Verdict<'_> {
             Verdict::TimedOut => StatusCode::REQUEST_TIMEOUT,
             Verdict::WriteTimeout => StatusCode::GATEWAY_TIMEOUT,
             Verdict::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Verdict::BadInput(_) => StatusCode::BAD_REQUEST,
+            Verdict::BadInput(e) => e.answer().status(),
+            Verdict::InvalidHead(_) => StatusCode::BAD_GATEWAY,
+            Verdict::OutputTooLarge => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum Ending {
     ClientGone,
     /// HEAD: the first output decided the status, and no body is sent.
     HeadSent,
+    /// The output did not start with a valid CGI header block (`cgi_response`).
+    InvalidHead(String),
+    /// The output passed `max_response_body`.
+    OutputTooLarge,
 }
 
 /// How a run ended, with the leader's exit status (the SIGKILL's, when it was stopped).
@@ -74,6 +78,8 @@ pub async fn run<S>(
         Ending::Interrupted(why) => why.log(cfg),
         Ending::InputBroken(e) => log::info!("Killing process: {} - {e}", cfg.fprocess),
         Ending::ClientGone => log::info!("Killing process: {} - the client went away", cfg.fprocess),
+        Ending::InvalidHead(_) => log::info!("Killing process: {} - its CGI header block was refused", cfg.fprocess),
+        Ending::OutputTooLarge => log::info!("Killing process: {} - its output passed max_response_body", cfg.fprocess),
     }
     // An exited leader is reaped at once; reaping kills whatever it left running in its group.
     let status = match ending {

@@ -23,7 +23,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +33,7 @@ use super::run::{self, Ending, Limits};
 use super::{Fork, RequestLog};
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
+use crate::cgi_response::{self, Head, Parsed};
 use crate::modes::{BodyError, Scope, human_size};
 use crate::process::{Child, OUTPUT_GRACE};
 
@@ -44,6 +44,9 @@ const CHUNK: usize = 64 * 1024;
 enum Event {
     /// Output, in order; never empty.
     Data(Bytes),
+    /// `cgi_response`: the head the function's header block asks for, and the output after it
+    /// (maybe empty). The first event of the stream.
+    Head(Head, Bytes),
     /// All output was sent and the function is gone.
     End,
     /// Output was sent, then the run failed: the response ends without its last chunk. The status
@@ -75,21 +78,22 @@ pub async fn respond(
     let head = parts.method == Method::HEAD;
     let (tx, mut events) = mpsc::channel(1);
     let demand = Arc::new(Notify::new());
-    let pump = Pump { tx, demand: Arc::clone(&demand), head, sent: 0 };
+    let cgi = fork.cfg.cgi_response.then(Vec::new);
+    let pump = Pump { tx, demand: Arc::clone(&demand), head, started: false, sent: 0, cgi };
     let limits = fork.limits(&scope);
-    tokio::spawn(pump.run(Arc::clone(&fork), child, stdin, body, limits, scope, log));
-    let content_type = fork.cfg.content_type.as_ref();
-    let started = |body: Body| {
-        let mut response = Response::new(body);
-        response.headers_mut().extend(content_type.map(|value| (CONTENT_TYPE, value.clone())));
-        response
+    tokio::spawn(pump.run(Arc::clone(&fork), child, stdin, body, limits, scope.clone(), log));
+    let (cgi, first) = match events.recv().await {
+        Some(Event::Data(first)) => (None, first),
+        Some(Event::Head(cgi, first)) => (Some(cgi), first),
+        Some(Event::Whole(response)) => return response,
+        Some(Event::End | Event::Cut(_)) | None => return answers::output_lost(),
     };
-    match events.recv().await {
-        Some(Event::Data(_)) if head => started(Body::empty()),
-        Some(Event::Data(first)) => started(Body::stream(Output { first: Some(first), events, demand, asked: false })),
-        Some(Event::Whole(response)) => response,
-        Some(Event::End | Event::Cut(_)) | None => answers::output_lost(),
-    }
+    let body = match head {
+        // HEAD: the pump stops the function once the first output has decided the status.
+        true => Body::empty(),
+        false => Body::stream(Output { first: Some(first).filter(|b| !b.is_empty()), events, demand, asked: false }),
+    };
+    fork.started(cgi, body, None, &scope)
 }
 
 /// One request's run, and the bytes to and from it.
@@ -99,8 +103,12 @@ struct Pump {
     demand: Arc<Notify>,
     /// A HEAD request: only the first output is needed.
     head: bool,
+    /// The response's head went out: from now on a failure cuts the response.
+    started: bool,
     /// Output bytes handed to the response so far.
     sent: u64,
+    /// `cgi_response`: the output so far, while its header block is not complete.
+    cgi: Option<Vec<u8>>,
 }
 
 impl Pump {
@@ -157,18 +165,13 @@ impl Pump {
                 },
                 () = self.demand.notified(), if !wanted => wanted = true,
                 chunk = read_chunk(stdout.as_mut(), &mut buf, exited), if wanted && stdout.is_some() => match chunk {
-                    Some(chunk) => {
-                        wanted = false;
-                        let len = chunk.len() as u64;
-                        // The response asked because it holds nothing: there is room.
-                        if self.tx.try_send(Event::Data(chunk)).is_err() {
-                            return Ending::ClientGone;
-                        }
-                        if self.head {
-                            return Ending::HeadSent;
-                        }
-                        self.sent += len;
-                    }
+                    Some(chunk) => match self.take(chunk) {
+                        Taken::More => {}
+                        Taken::Sent => wanted = false,
+                        Taken::HeadSent => return Ending::HeadSent,
+                        Taken::ClientGone => return Ending::ClientGone,
+                        Taken::Invalid(why) => return Ending::InvalidHead(why),
+                    },
                     None => stdout = None,
                 },
                 () = &mut exit, if !exited => exited = true,
@@ -176,17 +179,56 @@ impl Pump {
         }
     }
 
-    /// Ends the response: the whole answer if no output was sent, else the end of the stream, or
-    /// its cut when the run failed.
-    async fn finish(self, fork: &Fork, outcome: run::Outcome, scope: &Scope, log: &RequestLog) {
+    /// Hands a chunk of output to the response; with `cgi_response`, holds it until the header
+    /// block is complete.
+    fn take(&mut self, chunk: Bytes) -> Taken {
+        let event = match &mut self.cgi {
+            None => Event::Data(chunk),
+            Some(held) => {
+                held.extend_from_slice(&chunk);
+                match cgi_response::parse(held, false) {
+                    Parsed::Partial => return Taken::More,
+                    Parsed::Invalid { why, line } => {
+                        log::info!("Function's CGI header block refused: {why}: {line:?}");
+                        return Taken::Invalid(why);
+                    }
+                    Parsed::Head { head, body } => {
+                        let rest = Bytes::copy_from_slice(&held[body..]);
+                        self.cgi = None;
+                        Event::Head(head, rest)
+                    }
+                }
+            }
+        };
+        let len = match &event {
+            Event::Data(chunk) | Event::Head(_, chunk) => chunk.len() as u64,
+            _ => 0,
+        };
+        // The response asked because it holds nothing: there is room.
+        if self.tx.try_send(event).is_err() {
+            return Taken::ClientGone;
+        }
+        self.started = true;
+        if self.head {
+            return Taken::HeadSent;
+        }
+        self.sent += len;
+        Taken::Sent
+    }
+
+    /// Ends the response: the whole answer if nothing was sent, else the end of the stream, or its
+    /// cut when the run failed.
+    async fn finish(mut self, fork: &Fork, outcome: run::Outcome, scope: &Scope, log: &RequestLog) {
         match outcome.ending {
             Ending::HeadSent => return log.streamed(StatusCode::OK, 0, scope),
-            Ending::ClientGone if self.sent == 0 => return,
+            Ending::ClientGone if !self.started => return,
             Ending::ClientGone => return log.streamed(StatusCode::OK, self.sent, scope),
             _ => {}
         }
-        if self.sent == 0 {
-            let answer = log.done(fork.answer(&outcome, Vec::new(), None, scope), scope);
+        if !self.started {
+            // With `cgi_response`, what came of a header block that never completed.
+            let output = self.cgi.take().unwrap_or_default();
+            let answer = log.done(fork.answer(&outcome, output, None, scope), scope);
             let _ = self.tx.send(Event::Whole(answer)).await;
             return;
         }
@@ -203,6 +245,18 @@ impl Pump {
         log.streamed(status, self.sent, scope);
         let _ = self.tx.send(event).await;
     }
+}
+
+/// What became of a chunk of output.
+enum Taken {
+    /// Held: the CGI header block is not complete yet.
+    More,
+    Sent,
+    /// HEAD: the first output decided the status.
+    HeadSent,
+    ClientGone,
+    /// The CGI header block was refused.
+    Invalid(String),
 }
 
 /// The next piece of output; `None` at its end. Once the function has exited, output that stays
@@ -234,7 +288,7 @@ async fn feed(
         };
         let data = match frame {
             None => break,
-            Some(Err(e)) => return Err(BodyError::Broken(e)),
+            Some(Err(e)) => return Err(e),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
                 Err(_) => continue, // trailers
@@ -276,6 +330,8 @@ impl hyper::body::Body for Output {
         this.asked = false;
         Poll::Ready(match event {
             Some(Event::Data(chunk)) => Some(Ok(Frame::data(chunk))),
+            // The head comes first, and only once.
+            Some(Event::Head(..)) => Some(Err(Cut::error(StatusCode::INTERNAL_SERVER_ERROR, "a second head"))),
             Some(Event::End) => None,
             Some(Event::Cut(status)) => Some(Err(Cut::error(status, "the function failed after its output started"))),
             // Only a panicking pump ends without saying so: don't pass a cut-off stream as whole.

@@ -42,6 +42,10 @@ impl Handler for Http {
         Box::pin(async move { self.forward(req, scope).await })
     }
 
+    fn time_limit(&self, headers: &hyper::HeaderMap) -> Option<std::time::Duration> {
+        headers::Limit::of(&self.cfg, headers).map(|limit| limit.after)
+    }
+
     /// Resolves once the function accepts connections on `upstream_url`; fails when it exits first
     /// or `start_timeout` passes.
     fn started(&self) -> BoxFuture<Result<(), String>> {

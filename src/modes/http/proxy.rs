@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,10 @@ use tokio::time::Sleep;
 use super::Http;
 use super::connector::{Connector, Handle};
 use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use crate::admission::Admission;
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
-use crate::modes::{AccessLog, Admission, BodyError, Scope, read_body, with_duration};
+use crate::modes::{AccessLog, BodyError, Scope, read_body, with_duration};
 use crate::shutdown::Cancel;
 
 pub type Client = legacy::Client<Connector, Upload>;
@@ -66,10 +67,11 @@ pub fn client() -> Client {
         .build(Connector(connector))
 }
 
-/// Why no response came from the function.
-enum Failure {
-    /// The client's body broke or did not arrive within `read_timeout`: 400.
-    Body(String),
+/// Why no answer came from the function.
+enum NoAnswer {
+    /// The client's body broke, did not arrive within `read_timeout` (400) or passed
+    /// `max_request_body` (413).
+    Body(BodyError),
     /// The function's server failed: 502.
     Upstream(legacy::Error),
 }
@@ -134,7 +136,7 @@ impl Http {
 
         let link = Link::default();
         let result = tokio::select! {
-            result = self.exchange(outgoing, body, &scope, &link) => result,
+            result = self.send(outgoing, body, &scope, &link) => result,
             limit = expired(limit) => {
                 // While the request still holds its connection (see `Link::end`).
                 link.end();
@@ -148,8 +150,8 @@ impl Http {
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(Failure::Body(why)) => return finish(log, &scope, answers::bad_request(&why)),
-            Err(Failure::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
+            Err(NoAnswer::Body(why)) => return finish(log, &scope, why.answer()),
+            Err(NoAnswer::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
         };
 
         let status = response.status();
@@ -181,20 +183,20 @@ impl Http {
     }
 
     /// Sends the request once the function listens, and waits for the response headers.
-    async fn exchange(
+    async fn send(
         &self,
         mut out: Outgoing,
         body: RequestBody,
         scope: &Scope,
         link: &Link,
-    ) -> Result<Response<Incoming>, Failure> {
-        let failure = Arc::new(OnceLock::new());
+    ) -> Result<Response<Incoming>, NoAnswer> {
+        let failure = Arc::new(Mutex::new(None));
         // A body held in memory (or none) can be sent again.
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
                 let deadline = scope.deadline(self.cfg.read_timeout);
-                let bytes = read_body(body, deadline).await.map_err(|e| Failure::Body(e.to_string()))?;
+                let bytes = read_body(body, deadline).await.map_err(NoAnswer::Body)?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
                 if out.framed || !bytes.is_empty() {
                     out.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -228,8 +230,8 @@ impl Http {
                 }
                 Err(e) => e,
             };
-            if let Some(why) = failure.get() {
-                return Err(Failure::Body(why.clone()));
+            if let Some(why) = lock(&failure).take() {
+                return Err(NoAnswer::Body(why));
             }
             // Go's transport: a request that met a pooled connection the function had closed is
             // sent again on another one, if nothing of its answer came and it can be repeated.
@@ -240,7 +242,7 @@ impl Http {
                     retries += 1;
                     body = Upload::new(Body::from(bytes.clone()), Arc::clone(&link.sent));
                 }
-                _ => return Err(Failure::Upstream(error)),
+                _ => return Err(NoAnswer::Upstream(error)),
             }
         }
     }
@@ -309,7 +311,7 @@ fn closed_before_answer(error: &legacy::Error) -> bool {
 /// which drops both.
 #[derive(Default)]
 struct Link {
-    capture: std::sync::Mutex<Option<CaptureConnection>>,
+    capture: Mutex<Option<CaptureConnection>>,
     /// hyper has taken the whole request body.
     sent: Arc<AtomicBool>,
     /// The answer's head came.
@@ -320,11 +322,11 @@ struct Link {
 impl Link {
     /// The request (this attempt of it) went out; the connection is known once hyper-util has one.
     fn went_out(&self, capture: CaptureConnection) {
-        *self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
+        *lock(&self.capture) = Some(capture);
     }
 
     fn handle(&self) -> Option<Handle> {
-        Handle::of(self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()?)
+        Handle::of(lock(&self.capture).as_ref()?)
     }
 
     /// Shuts the connection down unless the exchange went far enough for hyper to end it cleanly:
@@ -394,15 +396,19 @@ impl HttpBody for Upload {
 struct ClientBody {
     body: RequestBody,
     timeout: Option<Pin<Box<Sleep>>>,
-    failure: Arc<OnceLock<String>>,
+    failure: Arc<Mutex<Option<BodyError>>>,
 }
 
 impl ClientBody {
     fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let message = error.to_string();
-        let _ = self.failure.set(message.clone());
+        lock(&self.failure).get_or_insert(error);
         Poll::Ready(Some(Err(io::Error::other(message))))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl HttpBody for ClientBody {
@@ -418,7 +424,7 @@ impl HttpBody for ClientBody {
         }
         match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-            Some(Err(e)) => this.fail(BodyError::Broken(e)),
+            Some(Err(e)) => this.fail(e),
             None => Poll::Ready(None),
         }
     }
