@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::stress::{Outcome, Slowloris, cpu_ticks, exchange, idle_usage, metric, peer_closed, usage};
+use common::procfs::{blocked_on_a_pipe, cpu_ticks, idle_usage, usage};
+use common::stress::{Outcome, Slowloris, exchange, peer_closed};
 use common::*;
 
 /// What these tests expect from a mode.
@@ -53,10 +54,6 @@ fn assert_serving(wd: &mut Watchdog) {
     let r = wd.post("/", b"still here");
     assert_eq!((r.status, r.text().as_str()), (200, "still here"), "normal request after the probe");
     assert!(!wd.logs().contains("panicked"), "{}", wd.logs());
-}
-
-fn in_flight(wd: &Watchdog) -> f64 {
-    metric(&wd.metrics(), "http_requests_in_flight").expect("in-flight gauge")
 }
 
 /// No function process (below the watchdog, or anywhere with `marker` in its command line), no
@@ -481,14 +478,6 @@ fn streaming_stalled_uploads_hold_bounded_memory() {
     // writes to on every parse.
     let each = stalled_streams(&STREAMING, false);
     assert!(each <= 256, "{each} KiB per stalled upload");
-}
-
-/// Whether a thread of `pid` is blocked writing to a full pipe.
-fn blocked_on_a_pipe(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
-    tasks
-        .filter_map(Result::ok)
-        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("pipe_write")))
 }
 
 /// Nobody reads the watchdog's stdout and stderr (a stuck log collector), so its writes to them

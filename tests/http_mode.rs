@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::stress::{client_connections, metric, server_connections};
+use common::procfs::{client_connections, server_connections};
 use common::*;
 
 const UPSTREAM: &str = include_str!("http_upstream.py");
@@ -721,10 +721,6 @@ fn requests_on_pooled_connections_the_function_closed_are_retried() {
     assert_internal(&r, 502, "Upstream HTTP request error: ");
     let seen = std::fs::read_to_string(function.marker("count-and-close")).unwrap_or_default();
     assert_eq!(seen, "POST 4\n", "a request with a body is sent once");
-}
-
-fn in_flight(wd: &Watchdog) -> f64 {
-    metric(&wd.metrics(), "http_requests_in_flight").expect("in-flight gauge")
 }
 
 /// A WebSocket tunnel is a request in flight for its whole life: it holds a `max_inflight` slot,
