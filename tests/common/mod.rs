@@ -11,6 +11,7 @@
 //! - [`wait`]: polling with a deadline.
 //! - [`stress`]: clients that misbehave on purpose (robustness tests).
 //! - [`tools`]: external tools, and skipping (or failing in CI) when one is missing.
+//! - [`upstream`]: the function server of `mode=http` (tests/http_upstream.py).
 
 // Each test binary compiles all of common/ but uses a part of it: what one leaves unused, another
 // uses. (Every binary uses `wait`.)
@@ -28,6 +29,8 @@ pub mod stress;
 mod tempdir;
 #[allow(dead_code, reason = "each test binary uses a part of it")]
 pub mod tools;
+#[allow(dead_code, reason = "each test binary uses a part of it")]
+pub mod upstream;
 mod wait;
 #[allow(dead_code, reason = "each test binary uses a part of it")]
 pub mod watchdog;
