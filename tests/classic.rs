@@ -448,7 +448,7 @@ fn max_inflight_rejects_the_next_request_with_429() {
     let port = wd.port;
     let first = std::thread::spawn(move || send(port, &build_request("POST", "/", &[], b"")).unwrap());
     wait_for(Duration::from_secs(5), "first request running", || {
-        common::processes_with("sleep 1").iter().any(|p| common::descendants(wd.pid()).contains(p)).then_some(())
+        processes_with("sleep 1").iter().any(|p| descendants(wd.pid()).contains(p)).then_some(())
     });
     let second = wd.post("/", b"");
     assert_eq!(second.status, 429);

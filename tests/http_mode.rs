@@ -5,80 +5,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::stress::{client_connections, metric, server_connections};
+use common::procfs::{client_connections, server_connections};
+use common::upstream::Function;
 use common::*;
-
-const UPSTREAM: &str = include_str!("http_upstream.py");
-
-/// The function: the upstream script, its port and the directory where it leaves marker files.
-struct Function {
-    dir: TempDir,
-    port: u16,
-}
-
-impl Function {
-    fn new() -> Function {
-        let dir = TempDir::new();
-        std::fs::write(dir.path().join("upstream.py"), UPSTREAM).expect("write upstream.py");
-        Function { dir, port: free_port() }
-    }
-
-    fn fprocess(&self) -> String {
-        let script = self.dir.path().join("upstream.py");
-        format!("python3 -u {} {} {}", script.display(), self.port, self.dir.path().display())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn marker(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn wait_marker(&self, name: &str, limit: Duration) -> String {
-        wait_for(limit, &format!("marker {name}"), || std::fs::read_to_string(self.marker(name)).ok())
-    }
-
-    /// Processes still running this function's script.
-    fn survivors(&self) -> Vec<u32> {
-        processes_with(&self.dir.path().join("upstream.py").display().to_string())
-    }
-
-    /// A watchdog for this function; `base` is the path of `upstream_url`.
-    fn options(&self, base: &str, env: &[(&str, &str)]) -> Options {
-        let mut options =
-            Options::new(&[("mode", "http"), ("fprocess", &self.fprocess()), ("upstream_url", &self.url(base))]);
-        options.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        options.wait_healthy = false;
-        options
-    }
-
-    /// Starts a watchdog and waits until it is healthy (the function's Python may take a while
-    /// to start on a loaded machine).
-    fn start_at(&self, base: &str, env: &[(&str, &str)]) -> Watchdog {
-        self.start_with(self.options(base, env))
-    }
-
-    fn start_with(&self, options: Options) -> Watchdog {
-        let mut wd = Watchdog::start_with(options);
-        wait_for(Duration::from_secs(30), "healthy", || {
-            if let Some(status) = wd.try_status() {
-                panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
-            }
-            (wd.try_get("/_/health").ok()?.status == 200).then_some(())
-        });
-        wd
-    }
-
-    fn start(&self, env: &[(&str, &str)]) -> Watchdog {
-        self.start_at("", env)
-    }
-}
 
 /// What tests/http_upstream.py's `inspect` route saw.
 struct Report(String);
@@ -723,10 +655,6 @@ fn requests_on_pooled_connections_the_function_closed_are_retried() {
     assert_eq!(seen, "POST 4\n", "a request with a body is sent once");
 }
 
-fn in_flight(wd: &Watchdog) -> f64 {
-    metric(&wd.metrics(), "http_requests_in_flight").expect("in-flight gauge")
-}
-
 /// A WebSocket tunnel is a request in flight for its whole life: it holds a `max_inflight` slot,
 /// counts in `http_requests_in_flight`, and is part of the drain (closed at its deadline).
 #[test]
@@ -807,7 +735,7 @@ fn a_queued_request_leaves_the_queue_at_its_own_time_limit() {
     let port = wd.port;
     let _stalled = std::thread::spawn(move || send(port, &build_request("GET", "/stall?s=5", &[], b"")));
     wait_for(Duration::from_secs(10), "the stalled request in flight", || {
-        (metric(&wd.metrics(), "http_requests_in_flight") == Some(1.0)).then_some(())
+        (metric_value(&wd.metrics(), "http_requests_in_flight") == Some(1.0)).then_some(())
     });
     let started = std::time::Instant::now();
     let r = wd.request("GET", "/inspect", &[("X-Timeout", "1s")], b"");
@@ -815,5 +743,5 @@ fn a_queued_request_leaves_the_queue_at_its_own_time_limit() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("X-OpenFaaS-Internal"), Some("faas-middleware"));
     assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(4), "waited {waited:?}");
-    assert_eq!(metric(&wd.metrics(), "http_requests_queued"), Some(0.0));
+    assert_eq!(metric_value(&wd.metrics(), "http_requests_queued"), Some(0.0));
 }

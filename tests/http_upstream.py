@@ -1,9 +1,12 @@
-# The function's own HTTP server for tests/http_mode.rs: `python3 http_upstream.py PORT STATE_DIR`.
+# The function's own HTTP server for the mode=http tests (tests/common/upstream.rs):
+# `python3 http_upstream.py PORT STATE_DIR [DEFAULT_ROUTE]`.
 #
 # It reports what it received (so that tests can assert what the watchdog forwarded), misbehaves on
 # request (slow, crashing, truncated or garbage answers), streams events, echoes WebSocket messages,
 # and leaves marker files in STATE_DIR for what tests cannot see from outside (when it got SIGTERM,
-# when a slow answer was complete, when a client went away).
+# when a slow answer was complete, when a client went away), and a line per request (method and
+# path) in STATE_DIR/requests. The route is the path's last segment; a path without a route of its
+# own gets DEFAULT_ROUTE (`inspect` unless given).
 #
 # Environment: LISTEN_AFTER=<file> waits for that file before listening; IGNORE_TERM=1 ignores
 # SIGTERM.
@@ -22,6 +25,7 @@ from urllib.parse import parse_qs
 
 PORT = int(sys.argv[1])
 STATE = sys.argv[2]
+DEFAULT_ROUTE = sys.argv[3] if len(sys.argv) > 3 else "inspect"
 
 
 def mark(name, text=""):
@@ -72,7 +76,14 @@ class Handler(BaseHTTPRequestHandler):
                     return data
                 data += self.rfile.read(size)
                 self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # In pieces: a Content-Length far beyond what arrives must not be allocated up front.
+        length, data = int(self.headers.get("Content-Length") or 0), b""
+        while len(data) < length:
+            piece = self.rfile.read1(min(length - len(data), 1 << 16))
+            if not piece:
+                break
+            data += piece
+        return data
 
     def reply(self, status, body=b"", headers=()):
         self.send_response(status)
@@ -88,6 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def handle_any(self):
+        with open(os.path.join(STATE, "requests"), "a") as f:
+            f.write("%s %s\n" % (self.command, self.path))
         path, _, query = self.path.partition("?")
         args = {k: v[0] for k, v in parse_qs(query).items()}
         route = path.rsplit("/", 1)[-1]
@@ -97,7 +110,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.read_body()
-        getattr(self, "route_" + route.replace("-", "_"), self.route_inspect)(args, body)
+        default = getattr(self, "route_" + DEFAULT_ROUTE)
+        getattr(self, "route_" + route.replace("-", "_"), default)(args, body)
 
     def route_inspect(self, args, body):
         lines = ["method " + self.command, "path " + self.path, "length %d" % len(body)]

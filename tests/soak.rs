@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::stress::{Client, Usage, idle_usage, metric, usage};
+use common::http::Client;
+use common::procfs::{Usage, idle_usage, usage};
 use common::*;
 
 const WORKERS: usize = 8;
@@ -117,7 +118,7 @@ fn one(client: &mut Client, port: u16, i: usize) -> u16 {
 fn settled(wd: &Watchdog, marker: &str, fds: usize) -> Usage {
     wait_for(Duration::from_secs(10), "the watchdog to settle", || {
         let now = usage(wd.pid());
-        let quiet = metric(&wd.metrics(), "http_requests_in_flight") == Some(0.0);
+        let quiet = metric_value(&wd.metrics(), "http_requests_in_flight") == Some(0.0);
         (quiet
             && now.fds <= fds
             && now.zombies == 0
@@ -132,7 +133,8 @@ fn totals(wd: &Watchdog) -> BTreeMap<u16, f64> {
     [200, 408, 500]
         .into_iter()
         .map(|code| {
-            (code, metric(&text, &format!("http_requests_total{{code=\"{code}\",method=\"post\"}}")).unwrap_or(0.0))
+            let series = format!("http_requests_total{{code=\"{code}\",method=\"post\"}}");
+            (code, metric_value(&text, &series).unwrap_or(0.0))
         })
         .collect()
 }

@@ -1,6 +1,7 @@
-//! Support for robustness tests (tests/hardening.rs, tests/soak.rs): raw clients that misbehave on
-//! purpose, a keep-alive client, and samples of the watchdog's resources from /proc. Nothing here
-//! knows about modes, so mode variants of those tests can share it.
+//! Clients that misbehave on purpose, for the robustness tests (tests/hardening.rs, tests/soak.rs):
+//! requests sent without waiting for the server to read them, answers told apart from closes and
+//! silence, and slowloris connections that never finish their head. Nothing here knows about
+//! modes, so every mode's variant of those tests shares it.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Response, open_fds, proc_status, read_response, wait_for, zombies_of};
+use super::http::{Response, read_response};
 
 /// What the server did with a request.
 #[derive(Debug)]
@@ -133,116 +134,4 @@ impl Slowloris {
         self.stop.store(true, Ordering::SeqCst);
         self.driver.join().expect("slowloris driver")
     }
-}
-
-/// An HTTP/1.1 client on one keep-alive connection; reconnects when the server closes it.
-pub struct Client {
-    port: u16,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
-}
-
-impl Client {
-    pub fn new(port: u16) -> Client {
-        Client { port, conn: None }
-    }
-
-    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
-        let (writer, reader) = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let stream = TcpStream::connect(("127.0.0.1", self.port))?;
-                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-                let reader = BufReader::new(stream.try_clone()?);
-                self.conn.insert((stream, reader))
-            }
-        };
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len())
-            .into_bytes();
-        head.extend_from_slice(body);
-        let result = writer.write_all(&head).and_then(|()| read_response(reader, false));
-        let keep =
-            result.as_ref().is_ok_and(|r| !r.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")));
-        if !keep {
-            self.conn = None;
-        }
-        result
-    }
-}
-
-/// The watchdog's resources at one moment.
-#[derive(Debug, Clone, Copy)]
-pub struct Usage {
-    pub rss_kib: u64,
-    /// Peak RSS since start.
-    pub hwm_kib: u64,
-    pub threads: u64,
-    pub fds: usize,
-    pub zombies: usize,
-}
-
-pub fn usage(pid: u32) -> Usage {
-    Usage {
-        rss_kib: proc_status(pid, "VmRSS").unwrap_or(0),
-        hwm_kib: proc_status(pid, "VmHWM").unwrap_or(0),
-        threads: proc_status(pid, "Threads").unwrap_or(0),
-        fds: open_fds(pid),
-        zombies: zombies_of(pid),
-    }
-}
-
-/// Connections a server on `port` holds open (established, or closed by the peer but not yet by
-/// the server), from the kernel's socket tables.
-pub fn server_connections(port: u16) -> usize {
-    const ESTABLISHED: &str = "01";
-    const CLOSE_WAIT: &str = "08";
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port =
-                fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && matches!(fields.get(3), Some(&ESTABLISHED | &CLOSE_WAIT))
-        })
-        .count()
-}
-
-/// The watchdog's resources once it holds no connection on `port`: a baseline to compare with.
-pub fn idle_usage(pid: u32, port: u16) -> Usage {
-    wait_for(Duration::from_secs(5), "no open connection", || (server_connections(port) == 0).then_some(()));
-    usage(pid)
-}
-
-/// User + system CPU time of `pid`, in clock ticks (usually 100 per second).
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process exists");
-    let fields: Vec<&str> = text.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    // After the command: state is field 3 of the man page, utime 14 and stime 15.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    field(14) + field(15)
-}
-
-/// The value of one series in a Prometheus text exposition, e.g. `http_requests_in_flight` or
-/// `http_requests_total{code="200",method="post"}`.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Connections to a server on `port` that are open on the client's side (established, or closed by
-/// the server but not yet by the client), from the kernel's socket tables.
-pub fn client_connections(port: u16) -> usize {
-    const ESTABLISHED: &str = "01";
-    const CLOSE_WAIT: &str = "08";
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote_port =
-                fields.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            remote_port == Some(port) && matches!(fields.get(3), Some(&ESTABLISHED | &CLOSE_WAIT))
-        })
-        .count()
 }

@@ -1,14 +1,32 @@
-//! External tools that some tests need (a Docker engine, qemu, a cross compiler): finding them,
-//! saying what a missing one leaves untested (through [`super::skip`]: skipped outside CI, a
-//! failure in CI), and reading a binary's ELF header to tell what it was built for.
+//! External tools that some tests need (a Docker engine, qemu, a cross compiler, `setpriv`):
+//! finding them, saying what a missing one leaves untested (skipped outside CI, a failure in CI),
+//! and reading a binary's ELF header to tell what it was built for.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// For a test that cannot run here because `why` (a tool is missing or not permitted). In CI
+/// (`CI=true`) that fails the test: CI installs every tool, so a missing one is a broken setup
+/// that would otherwise pass unnoticed. Elsewhere the test is skipped, and says so on the
+/// terminal, past the harness's capture of `eprintln!`, so that every run shows it. The caller
+/// returns right after.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    if in_ci() {
+        panic!("{test}: {why} (CI=true: a missing tool fails the test instead of skipping it)");
+    }
+    let _ = writeln!(io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
+/// Whether the tests run in CI (`CI=true`, as CI services set it; `.ci/run` sets it too).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
 /// A tool the test needs is missing: the test is skipped, or fails in CI, naming what was not
-/// tested (see [`super::skip`]). The caller returns right after.
+/// tested (see [`skip`]). The caller returns right after.
 pub fn missing(tool: &str, untested: &str) {
-    super::skip(&format!("{tool} is missing, so this was not tested: {untested}"));
+    skip(&format!("{tool} is missing, so this was not tested: {untested}"));
 }
 
 /// The path of `program` on PATH.
