@@ -735,7 +735,7 @@ fn a_queued_request_leaves_the_queue_at_its_own_time_limit() {
     let port = wd.port;
     let _stalled = std::thread::spawn(move || send(port, &build_request("GET", "/stall?s=5", &[], b"")));
     wait_for(Duration::from_secs(10), "the stalled request in flight", || {
-        (metric(&wd.metrics(), "http_requests_in_flight") == Some(1.0)).then_some(())
+        (metric_value(&wd.metrics(), "http_requests_in_flight") == Some(1.0)).then_some(())
     });
     let started = std::time::Instant::now();
     let r = wd.request("GET", "/inspect", &[("X-Timeout", "1s")], b"");
@@ -743,5 +743,5 @@ fn a_queued_request_leaves_the_queue_at_its_own_time_limit() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("X-OpenFaaS-Internal"), Some("faas-middleware"));
     assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(4), "waited {waited:?}");
-    assert_eq!(metric(&wd.metrics(), "http_requests_queued"), Some(0.0));
+    assert_eq!(metric_value(&wd.metrics(), "http_requests_queued"), Some(0.0));
 }
