@@ -14,6 +14,7 @@ mod conn;
 mod function_logs;
 mod health;
 mod init;
+mod json_log;
 mod limiter;
 mod logging;
 mod marshal;
@@ -62,6 +63,8 @@ fn main() -> ExitCode {
     }
 
     open_standard_streams();
+    // Before the first line: the init's own, the start's and a start error are in the format too.
+    logging::set_format(config::log_format());
     init::split_if_pid1();
     logging::init(config::log_filter());
     log::info!("Version: {VERSION}\tSHA: {SHA}");

@@ -91,6 +91,8 @@ pub struct Config {
     /// Longest function log line before it is split; `None` = unbounded.
     pub log_buffer_size: Option<usize>,
     pub log_callid: bool,
+    /// Applied before the configuration is read (see [`log_format`]); here for completeness.
+    pub log_format: crate::logging::Format,
     pub ready_path: Option<hyper::Uri>,
     /// http mode: how long the function may take to accept connections; `None` = no limit.
     pub start_timeout: Option<Duration>,
@@ -188,6 +190,12 @@ fn default_of(
 pub fn lock_path_from_env() -> PathBuf {
     let tmpdir = std::env::var("TMPDIR").ok().filter(|d| !d.is_empty());
     values::lock_path(tmpdir.as_deref().unwrap_or("/tmp"))
+}
+
+/// `log_format`, read before the rest so that the start itself (and a start error) is logged in
+/// it. A value that does not parse gives text here, and the start error when the rest is read.
+pub fn log_format() -> crate::logging::Format {
+    std::env::var("log_format").ok().and_then(|value| values::log_format(&value).ok()).unwrap_or_default()
 }
 
 /// `RUST_LOG`, read before the rest so that the start itself is logged at the chosen level.
