@@ -10,6 +10,8 @@
 
 use std::mem::MaybeUninit;
 
+use crate::logging;
+
 /// Signals forwarded from the init to the server.
 const FORWARDED: [libc::c_int; 6] =
     [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGQUIT];
@@ -26,9 +28,12 @@ pub fn split_if_pid1() {
     // Block first, so a signal that arrives between fork and sigwait is kept pending, not lost.
     // SAFETY: valid sigset pointers; the process is still single-threaded.
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &watched, previous.as_mut_ptr()) } != 0 {
-        eprintln!(
-            "fwatchdog: running as PID 1 without a reaper: sigprocmask failed: {}",
-            std::io::Error::last_os_error()
+        logging::early(
+            log::Level::Error,
+            format_args!(
+                "fwatchdog: running as PID 1 without a reaper: sigprocmask failed: {}",
+                std::io::Error::last_os_error()
+            ),
         );
         return;
     }
@@ -38,7 +43,13 @@ pub fn split_if_pid1() {
     match unsafe { libc::fork() } {
         0 => restore_mask(&previous),
         -1 => {
-            eprintln!("fwatchdog: running as PID 1 without a reaper: fork failed: {}", std::io::Error::last_os_error());
+            logging::early(
+                log::Level::Error,
+                format_args!(
+                    "fwatchdog: running as PID 1 without a reaper: fork failed: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
             restore_mask(&previous);
         }
         server => supervise(server, &watched),
@@ -62,7 +73,10 @@ fn signal_set() -> libc::sigset_t {
 fn restore_mask(previous: &libc::sigset_t) {
     // SAFETY: valid sigset pointer.
     if unsafe { libc::sigprocmask(libc::SIG_SETMASK, previous, std::ptr::null_mut()) } != 0 {
-        eprintln!("fwatchdog: cannot restore the signal mask: {}", std::io::Error::last_os_error());
+        logging::early(
+            log::Level::Error,
+            format_args!("fwatchdog: cannot restore the signal mask: {}", std::io::Error::last_os_error()),
+        );
         std::process::exit(1);
     }
 }
@@ -75,7 +89,10 @@ fn supervise(server: libc::pid_t, watched: &libc::sigset_t) -> ! {
         match wait_signal(watched, &timeout) {
             Ok(Some(signal)) if FORWARDED.contains(&signal) => {
                 if let Err(e) = forward(server, signal) {
-                    eprintln!("fwatchdog init: cannot pass signal {signal} on to the server: {e}");
+                    logging::early(
+                        log::Level::Error,
+                        format_args!("fwatchdog init: cannot pass signal {signal} on to the server: {e}"),
+                    );
                 }
             }
             Ok(_) => {}
@@ -83,7 +100,10 @@ fn supervise(server: libc::pid_t, watched: &libc::sigset_t) -> ! {
                 // Not a state that goes away by itself: say so once, and keep reaping each second
                 // rather than spin.
                 if !std::mem::replace(&mut reported, true) {
-                    eprintln!("fwatchdog init: sigtimedwait: {e}; signals are no longer passed on");
+                    logging::early(
+                        log::Level::Error,
+                        format_args!("fwatchdog init: sigtimedwait: {e}; signals are no longer passed on"),
+                    );
                 }
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }

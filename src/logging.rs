@@ -1,7 +1,10 @@
 //! Everything the watchdog writes to its own stdout and stderr: its log (`YYYY/MM/DD HH:MM:SS
 //! message` on stderr, the format of Go's `log` package that the reference watchdogs use, in UTC)
 //! and the bytes it passes on (function output with `prefix_logs=false`, `write_debug`,
-//! `debug_headers`). `RUST_LOG` sets the level (default info; `config` reads it).
+//! `debug_headers`). `RUST_LOG` sets the level (default info; `config` reads it). With
+//! `log_format=json` ([`Format::Json`]) every line is a JSON object instead ([`crate::json_log`]);
+//! lines with fields of their own (a request's, a function's output) are built by their owners and
+//! queued with [`log_line`].
 //!
 //! No caller ever blocks on the pipes: a line is written at once only when that cannot block
 //! (nothing is waiting before it and the pipe has room, the common case, which costs one `poll`
@@ -53,6 +56,44 @@ impl Output {
 }
 
 static QUEUE: Queue = Queue::new(true);
+
+/// How log lines are written (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `YYYY/MM/DD HH:MM:SS message`, as the Go watchdogs.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Set once, before anything is logged; read for every line.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the format of every line from now on. Called first thing, before the log has lines.
+pub fn set_format(format: Format) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+}
+
+/// Whether lines are JSON objects.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Queues a finished line for stderr, as any log line: dropped when the queue is full.
+pub fn log_line(line: Vec<u8>) {
+    QUEUE.push(Output::Stderr, Bytes::from(line), true);
+}
+
+/// A line for stderr written at once, without the queue and the filter: for the init process
+/// (PID 1), which never starts the log. Text lines are written as they were (no timestamp).
+pub fn early(level: log::Level, message: std::fmt::Arguments<'_>) {
+    let line = match json() {
+        true => crate::json_log::Line::new(level).msg(message).finish(),
+        false => format!("{message}\n").into_bytes(),
+    };
+    write_fd(Output::Stderr, &line);
+}
 
 /// Installs the logger (`filter_spec`: the level, `RUST_LOG`'s value), routes panic messages into the log, and
 /// starts the writer thread. Without the thread (it could not be started), lines are written
@@ -112,14 +153,26 @@ impl log::Log for Logger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.filter.matches(record) {
-            QUEUE.push(Output::Stderr, Bytes::from(format_line(record.level(), record.args())), true);
+            QUEUE.push(Output::Stderr, Bytes::from(record_line(record.level(), record.args())), true);
         }
     }
 
     fn flush(&self) {}
 }
 
-/// One log line, the only place where the log's format is decided.
+/// A line of the log in the chosen format.
+fn record_line(level: log::Level, message: &std::fmt::Arguments<'_>) -> Vec<u8> {
+    line_in(if json() { Format::Json } else { Format::Text }, level, message)
+}
+
+fn line_in(format: Format, level: log::Level, message: &std::fmt::Arguments<'_>) -> Vec<u8> {
+    match format {
+        Format::Json => crate::json_log::Line::new(level).msg(*message).finish(),
+        Format::Text => format_line(level, message),
+    }
+}
+
+/// One text log line, the only place where the text format is decided.
 fn format_line(level: log::Level, message: &std::fmt::Arguments<'_>) -> Vec<u8> {
     let level = match level {
         log::Level::Error | log::Level::Warn | log::Level::Info => "",
@@ -263,7 +316,7 @@ impl Queue {
             };
             let written = write_batch(&mut batch, &mut buf, &mut write);
             if dropped > 0 {
-                let notice = format_line(
+                let notice = record_line(
                     log::Level::Warn,
                     &format_args!("{dropped} log lines dropped: the log was not read fast enough"),
                 );
@@ -364,7 +417,7 @@ pub fn timestamp(now: SystemTime) -> String {
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -395,6 +448,17 @@ mod tests {
         assert!(line.ends_with(" Forking fprocess.\n") && line.len() == 20 + "Forking fprocess.\n".len(), "{line:?}");
         let line = String::from_utf8(format_line(log::Level::Debug, &format_args!("x"))).unwrap();
         assert!(line.ends_with(" debug: x\n"), "{line:?}");
+    }
+
+    #[test]
+    fn a_panic_message_with_its_backtrace_is_one_json_line() {
+        let message = "thread 'main' panicked at src/x.rs:1:2:\nboom \"quoted\"\nstack backtrace:\n   0: f\n";
+        let line = line_in(Format::Json, log::Level::Error, &format_args!("{message}"));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let value: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+        assert_eq!((value["level"].as_str(), value["msg"].as_str()), (Some("error"), Some(message)));
+        let text = line_in(Format::Text, log::Level::Error, &format_args!("x"));
+        assert_eq!(text, format_line(log::Level::Error, &format_args!("x")), "text lines are as they were");
     }
 
     /// A writer whose pipe is "blocked" until the test lets each write through.

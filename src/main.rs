@@ -15,6 +15,7 @@ mod conn;
 mod function_logs;
 mod health;
 mod init;
+mod json_log;
 mod limiter;
 mod listener;
 mod logging;
@@ -65,6 +66,8 @@ fn main() -> ExitCode {
     }
 
     sys::open_standard_streams();
+    // Before the first line: the init's own, the start's and a start error are in the format too.
+    logging::set_format(config::log_format());
     init::split_if_pid1();
     logging::init(config::log_filter());
     log::info!("Version: {VERSION}\tSHA: {SHA}");

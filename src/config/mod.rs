@@ -93,6 +93,8 @@ pub struct Config {
     /// Longest function log line before it is split; `None` = unbounded.
     pub log_buffer_size: Option<usize>,
     pub log_callid: bool,
+    /// Applied before the configuration is read (see [`log_format`]); here for completeness.
+    pub log_format: crate::logging::Format,
     pub ready_path: Option<hyper::Uri>,
     /// http mode: how long the function may take to accept connections; `None` = no limit.
     pub start_timeout: Option<Duration>,
@@ -196,6 +198,12 @@ pub fn lock_path_from_env() -> PathBuf {
 pub fn help_mode() -> Mode {
     let name = std::env::var("mode").unwrap_or_default();
     Mode::ALL.into_iter().find(|mode| mode.name() == name).unwrap_or_default()
+}
+
+/// `log_format`, read before the rest so that the start itself (and a start error) is logged in
+/// it. A value that does not parse gives text here, and the start error when the rest is read.
+pub fn log_format() -> crate::logging::Format {
+    std::env::var("log_format").ok().and_then(|value| values::log_format(&value).ok()).unwrap_or_default()
 }
 
 /// `RUST_LOG`, read before the rest so that the start itself is logged at the chosen level.

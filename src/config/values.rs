@@ -97,6 +97,14 @@ pub fn port(value: &str) -> Result<u16, String> {
     value.parse::<u16>().map_err(|_| "expected a port number from 0 to 65535".into())
 }
 
+pub fn log_format(value: &str) -> Result<crate::logging::Format, String> {
+    match value {
+        "text" => Ok(crate::logging::Format::Text),
+        "json" => Ok(crate::logging::Format::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
 pub fn log_buffer_size(value: &str) -> Result<Option<usize>, String> {
     match value.parse::<i64>() {
         Ok(n) if n < 0 => Ok(None),

@@ -20,8 +20,6 @@ impl Modes {
     /// The modes that hold the whole response in memory: classic and serializing.
     pub const BUFFERED: Modes = Modes(0b00101);
     pub const CLASSIC: Modes = Modes(0b00001);
-    /// The modes with the of-watchdog's request log line.
-    pub const ACCESS_LOG: Modes = Modes(0b01110);
     pub const HTTP: Modes = Modes(0b01000);
     pub const STATIC: Modes = Modes(0b10000);
 
@@ -348,11 +346,20 @@ pub static VARS: &[Var] = &[
     Var {
         name: "log_callid",
         aliases: &["log_call_id"],
-        modes: Modes::ACCESS_LOG,
+        modes: Modes::PROCESS,
         default: Default::Is("false"),
         required: None,
-        help: "append ` [<X-Call-Id>]` to the request log lines",
+        help: "text logs: append ` [<X-Call-Id>]` to request lines and (fork modes) the function's log lines",
         set: |c, v| flag(v).map(|value| c.log_callid = value),
+    },
+    Var {
+        name: "log_format",
+        aliases: &[],
+        modes: Modes::ALL,
+        default: Default::Is("text"),
+        required: None,
+        help: "text: `<time> message` lines as the Go watchdogs; json: one JSON object per line (time, level, msg, fields)",
+        set: |c, v| values::log_format(v).map(|value| c.log_format = value),
     },
     Var {
         name: "upstream_url",

@@ -27,6 +27,7 @@ use crate::config::{Config, Mode, go_duration};
 use crate::function_logs::{self, LogStyle, Stream};
 use crate::process::{Child, Env};
 use crate::shutdown::Cancel;
+use crate::{json_log, logging};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -93,10 +94,13 @@ pub async fn start(cfg: &Arc<Config>) -> Result<Arc<dyn Handler>, String> {
 
 /// The of-watchdog's per-request log line, `POST /p?q=1 - 200 - ContentLength: 13B (0.0020s)`,
 /// captured from the request and written when the response is done. Requests from Kubernetes
-/// probes (`User-Agent: kube-probe/…`) are not logged.
+/// probes (`User-Agent: kube-probe/…`) are not logged. As JSON the same text is `msg`, and the
+/// line has the fields `method`, `path`, `query` (if any), `status`, `bytes`, `duration_s` and
+/// `call_id` (if the request has an `X-Call-Id`).
 pub struct AccessLog {
     method: hyper::Method,
     uri: String,
+    /// See [`call_id`].
     call_id: Option<String>,
     quiet: bool,
     /// `200 OK` rather than `200` (http mode, as of-watchdog logs its upstream's status).
@@ -104,16 +108,21 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// `with_call_id`: append ` [<X-Call-Id>]` (`log_callid`).
-    pub fn new(parts: &hyper::http::request::Parts, with_call_id: bool) -> AccessLog {
+    /// `log_callid`: text lines end in ` [<X-Call-Id>]`.
+    pub fn new(parts: &hyper::http::request::Parts, log_callid: bool) -> AccessLog {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         AccessLog {
             method: parts.method.clone(),
             uri: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string()),
-            call_id: with_call_id.then(|| header("x-call-id").unwrap_or("none").to_string()),
+            call_id: call_id(parts, log_callid),
             quiet: header("user-agent").is_some_and(|ua| ua.starts_with("kube-probe")),
             reason: false,
         }
+    }
+
+    /// The request's call id, as its log lines carry it ([`call_id`]).
+    pub fn call_id(&self) -> Option<&str> {
+        self.call_id.as_deref()
     }
 
     /// Logs the status with its reason phrase: `POST / - 200 OK - …`.
@@ -132,25 +141,78 @@ impl AccessLog {
         if self.quiet {
             return;
         }
+        let summary = Summary { log: self, status, bytes, elapsed };
+        if logging::json() {
+            return self.write_json(&summary);
+        }
         let (open, call_id, close) = match &self.call_id {
             Some(id) => (" [", id.as_str(), "]"),
             None => ("", "", ""),
         };
-        let tenths_of_ms = (elapsed.as_micros() + 50) / 100;
-        let reason = match status.canonical_reason() {
-            Some(reason) if self.reason => reason,
+        log::info!("{summary}{open}{call_id}{close}");
+    }
+
+    fn write_json(&self, summary: &Summary<'_>) {
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        let (path, query) = match self.uri.split_once('?') {
+            Some((path, query)) => (path, Some(query).filter(|q| !q.is_empty())),
+            None => (self.uri.as_str(), None),
+        };
+        let line = json_log::Line::new(log::Level::Info)
+            .msg(format_args!("{summary}"))
+            .str("method", self.method.as_str())
+            .str("path", path)
+            .opt_str("query", query)
+            .num("status", summary.status.as_u16())
+            .num("bytes", summary.bytes)
+            .num("duration_s", Seconds(summary.elapsed))
+            .opt_str("call_id", self.call_id.as_deref());
+        logging::log_line(line.finish());
+    }
+}
+
+/// The text of the request line, without the call id: `POST /p - 200 - ContentLength: 13B (0.0020s)`.
+struct Summary<'a> {
+    log: &'a AccessLog,
+    status: StatusCode,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths_of_ms = (self.elapsed.as_micros() + 50) / 100;
+        let reason = match self.status.canonical_reason() {
+            Some(reason) if self.log.reason => reason,
             _ => "",
         };
         let space = if reason.is_empty() { "" } else { " " };
-        log::info!(
-            "{} {} - {}{space}{reason} - ContentLength: {} ({}.{:04}s){open}{call_id}{close}",
-            self.method,
-            self.uri,
-            status.as_u16(),
-            human_size(bytes),
+        write!(
+            f,
+            "{} {} - {}{space}{reason} - ContentLength: {} ({}.{:04}s)",
+            self.log.method,
+            self.log.uri,
+            self.status.as_u16(),
+            human_size(self.bytes),
             tenths_of_ms / 10_000,
             tenths_of_ms % 10_000
-        );
+        )
+    }
+}
+
+/// The call id a request's log lines carry, read once per request: with JSON logs its
+/// `X-Call-Id`, when it has one; with text logs and `log_callid`, that or `none`; else nothing
+/// (and nothing is allocated).
+pub fn call_id(parts: &Parts, log_callid: bool) -> Option<String> {
+    let header = || parts.headers.get("x-call-id").and_then(|v| v.to_str().ok());
+    if logging::json() {
+        header().map(str::to_string)
+    } else if log_callid {
+        Some(header().unwrap_or("none").to_string())
+    } else {
+        None
     }
 }
 
@@ -268,17 +330,22 @@ pub fn function_env(cfg: &Config, parts: &Parts) -> Env {
     if cfg.cgi_headers { cgi::environment(parts) } else { Env::default() }
 }
 
-/// Sends the function's stderr, if piped, to the log.
-pub fn log_stderr(child: &mut Child, cfg: &Config) {
-    log_output(child.stderr.take(), Stream::Stderr, cfg);
+/// Sends the function's stderr, if piped, to the log, its lines tagged with the request's
+/// `call_id` ([`call_id`]).
+pub fn log_stderr(child: &mut Child, cfg: &Config, call_id: Option<&str>) {
+    forward_output(child.stderr.take(), Stream::Stderr, cfg, call_id);
 }
 
 /// Sends one of the function's output streams, if piped, to the log as `prefix_logs` and
 /// `log_buffer_size` say.
 pub fn log_output(pipe: Option<tokio::net::unix::pipe::Receiver>, stream: Stream, cfg: &Config) {
+    forward_output(pipe, stream, cfg, None);
+}
+
+fn forward_output(pipe: Option<tokio::net::unix::pipe::Receiver>, stream: Stream, cfg: &Config, call_id: Option<&str>) {
     if let Some(pipe) = pipe {
         let style = LogStyle { prefix: cfg.prefix_logs, max_line: cfg.log_buffer_size };
-        tokio::spawn(function_logs::forward(pipe, stream, style));
+        tokio::spawn(function_logs::forward(pipe, stream, style, call_id.map(str::to_string)));
     }
 }
 

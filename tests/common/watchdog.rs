@@ -134,7 +134,9 @@ impl Watchdog {
             if let Some(status) = wd.try_status() {
                 panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
             }
-            wd.logs().lines().find_map(|l| l.split("Listening on port: ").nth(1)).and_then(|p| p.trim().parse().ok())
+            // The digits after it: in a JSON log line a quote follows them.
+            let after = wd.logs().lines().find_map(|l| Some(l.split("Listening on port: ").nth(1)?.to_string()))?;
+            after.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
         });
         if options.wait_healthy {
             wait_for(Duration::from_secs(10), "healthy", || {

@@ -20,14 +20,15 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, function_env, log_stderr, read_body,
+    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, call_id, function_env, log_stderr, read_body,
 };
-use crate::answers;
 use crate::body::{Body, RequestBody};
 use crate::cgi_response::{self, Head, Parsed};
 use crate::config::{Config, go_duration};
+use crate::function_logs::{self, Stream};
 use crate::logging::{self, Output};
 use crate::process::{self, Child, Program, Spec, Stderr};
+use crate::{answers, json_log};
 use crate::{cgi, marshal};
 pub use policy::Policy;
 pub use policy::of as policy;
@@ -81,7 +82,7 @@ impl Fork {
         log.debug(format_args!("Query  {}", parts.uri.query().unwrap_or("")));
         log.debug(format_args!("Path  {}", parts.uri.path()));
         let input = if cfg.marshal_request { Bytes::from(marshal::encode(&parts.headers, &body)) } else { body };
-        let mut child = match self.spawn(parts, scope) {
+        let mut child = match self.spawn(parts, scope, log.call_id()) {
             Ok(child) => child,
             Err(error) => return self.failure(&error, &[], scope),
         };
@@ -95,17 +96,18 @@ impl Fork {
             if whole.await { Ending::Exited } else { check.ending(&output) }
         })
         .await;
-        self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope)
+        self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope, log)
     }
 
     /// Starts the function for one request; it holds the request's admission until it is reaped.
-    fn spawn(&self, parts: &Parts, scope: &Scope) -> Result<Child, String> {
+    /// Its logged output carries `call_id`.
+    fn spawn(&self, parts: &Parts, scope: &Scope, call_id: Option<&str>) -> Result<Child, String> {
         let env = function_env(&self.cfg, parts);
         // `combine_output` is classic's; the other modes never set it.
         let stderr = if self.cfg.combine_output { Stderr::Merged } else { Stderr::Piped };
         let mut child = Child::spawn(&Spec { program: &self.program, env: &env, stderr }).map_err(|e| e.to_string())?;
         child.hold_until_reaped(scope.admission.clone());
-        log_stderr(&mut child, &self.cfg);
+        log_stderr(&mut child, &self.cfg, call_id);
         Ok(child)
     }
 
@@ -143,9 +145,10 @@ impl Fork {
         output: Vec<u8>,
         request_type: Option<&HeaderValue>,
         scope: &Scope,
+        log: &RequestLog,
     ) -> Response<Body> {
         match self.verdict(outcome) {
-            Verdict::Success => self.success(output, request_type, scope),
+            Verdict::Success => self.success(output, request_type, scope, log),
             Verdict::Failed(error) => self.failure(&error, &output, scope),
             Verdict::TimedOut => self.timed(answers::request_timeout(), scope),
             Verdict::WriteTimeout => {
@@ -165,12 +168,17 @@ impl Fork {
 
     /// 200 with the function's output; with `cgi_response`, the status and headers of the header
     /// block it starts with, and the rest as the body.
-    fn success(&self, mut output: Vec<u8>, request_type: Option<&HeaderValue>, scope: &Scope) -> Response<Body> {
+    fn success(
+        &self,
+        mut output: Vec<u8>,
+        request_type: Option<&HeaderValue>,
+        scope: &Scope,
+        log: &RequestLog,
+    ) -> Response<Body> {
         let cfg = &*self.cfg;
         let seconds = Seconds(scope.start.elapsed());
         if cfg.write_debug {
-            // Whole and at once, as Go's `os.Stdout.Write`: a last line without a newline too.
-            logging::pass_on(Output::Stdout, Bytes::copy_from_slice(&output));
+            log.output(&output, cfg.log_buffer_size);
         }
         let mut cgi = None;
         if cfg.cgi_response {
@@ -233,7 +241,15 @@ impl Fork {
     fn failure(&self, error: &str, output: &[u8], scope: &Scope) -> Response<Body> {
         if self.cfg.write_debug {
             log::info!("Success=false, Error={error}");
-            log::info!("Out={}", String::from_utf8_lossy(output));
+            if logging::json() {
+                if log::log_enabled!(log::Level::Info) {
+                    // One object however many lines, and every byte kept (`msg_base64`).
+                    let message = [b"Out=", output].concat();
+                    logging::log_line(json_log::Line::new(log::Level::Info).msg_bytes(&message).finish());
+                }
+            } else {
+                log::info!("Out={}", String::from_utf8_lossy(output));
+            }
         } else {
             log::info!("Function failed: {error}");
         }
@@ -331,17 +347,37 @@ impl Verdict<'_> {
     }
 }
 
-/// What the log says about one request, as the mode's [`Log`] style wants it.
+/// What the log says about one request, as the mode's [`Log`] style wants it. With JSON logs
+/// classic has the request line too: it is the line with the request's fields, and classic's own
+/// lines (`Forking fprocess.`, `Wrote N Bytes …`) have none.
 struct RequestLog {
     style: Log,
     write_debug: bool,
     access: Option<AccessLog>,
+    /// The call id, when there is no `access` to hold it ([`crate::modes::call_id`]).
+    call_id: Option<String>,
 }
 
 impl RequestLog {
     fn new(policy: &Policy, cfg: &Config, parts: &Parts) -> RequestLog {
-        let access = (policy.log == Log::Access).then(|| AccessLog::new(parts, cfg.log_callid));
-        RequestLog { style: policy.log, write_debug: cfg.write_debug, access }
+        let access = (policy.log == Log::Access || logging::json()).then(|| AccessLog::new(parts, cfg.log_callid));
+        let call_id = if access.is_none() { call_id(parts, cfg.log_callid) } else { None };
+        RequestLog { style: policy.log, write_debug: cfg.write_debug, access, call_id }
+    }
+
+    /// The call id that the function's logged output carries.
+    fn call_id(&self) -> Option<&str> {
+        self.access.as_ref().map_or(self.call_id.as_deref(), AccessLog::call_id)
+    }
+
+    /// `write_debug`: the function's output on stdout. Text: whole and at once, as Go's
+    /// `os.Stdout.Write` (a last line without a newline too); JSON: a line of the log per line.
+    fn output(&self, output: &[u8], max_line: Option<usize>) {
+        let bytes = match logging::json() {
+            true => Bytes::from(function_logs::json_lines(output, Stream::Stdout, max_line, self.call_id())),
+            false => Bytes::copy_from_slice(output),
+        };
+        logging::pass_on(Output::Stdout, bytes);
     }
 
     /// Classic: `Forking fprocess.` once the request is taken.
@@ -376,11 +412,33 @@ impl RequestLog {
 
 /// `debug_headers`: `[in] Name=[value]`, one line per header, on stdout.
 fn print_headers(direction: &str, headers: &HeaderMap) {
+    if logging::json() {
+        return print_headers_json(direction, headers);
+    }
     let mut out = String::new();
     for name in headers.keys() {
         let values: Vec<String> =
             headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         let _ = writeln!(out, "{direction} {}=[{}]", cgi::canonical_name(name.as_str()), values.join(" "));
+    }
+    logging::pass_on(Output::Stdout, Bytes::from(out));
+}
+
+/// [`print_headers`] as JSON log lines, with the values' bytes kept.
+fn print_headers_json(direction: &str, headers: &HeaderMap) {
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    for name in headers.keys() {
+        line.clear();
+        line.extend_from_slice(format!("{direction} {}=[", cgi::canonical_name(name.as_str())).as_bytes());
+        for (i, value) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                line.push(b' ');
+            }
+            line.extend_from_slice(value.as_bytes());
+        }
+        line.push(b']');
+        out.extend_from_slice(&json_log::Line::new(log::Level::Info).msg_bytes(&line).finish());
     }
     logging::pass_on(Output::Stdout, Bytes::from(out));
 }

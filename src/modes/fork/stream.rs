@@ -64,7 +64,7 @@ pub async fn respond(
     scope: Scope,
     log: RequestLog,
 ) -> Response<Body> {
-    let mut child = match fork.spawn(&parts, &scope) {
+    let mut child = match fork.spawn(&parts, &scope, log.call_id()) {
         Ok(child) => child,
         Err(error) => return log.done(fork.failure(&error, &[], &scope), &scope),
     };
@@ -228,7 +228,7 @@ impl Pump {
         if !self.started {
             // With `cgi_response`, what came of a header block that never completed.
             let output = self.cgi.take().unwrap_or_default();
-            let answer = log.done(fork.answer(&outcome, output, None, scope), scope);
+            let answer = log.done(fork.answer(&outcome, output, None, scope, log), scope);
             let _ = self.tx.send(Event::Whole(answer)).await;
             return;
         }
