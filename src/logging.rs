@@ -7,8 +7,9 @@
 //! queued with [`log_line`].
 //!
 //! No caller ever blocks on the pipes: a line is written at once only when that cannot block
-//! (nothing is waiting before it and the pipe has room, the common case, which costs one `poll`
-//! and no thread switch), and otherwise goes into a queue that a writer thread empties, so a log
+//! (nothing is waiting before it and the pipe has room, the common case: one write to a file, one
+//! non-blocking write to a pipe, a `poll` and a write to anything else; no thread switch), and
+//! otherwise goes into a queue that a writer thread empties, so a log
 //! collector that stops reading blocks that thread and nothing else. The queue is bounded, and
 //! what a full queue means depends on who writes:
 //! - function requests wait, without holding a runtime thread, for [`room`] before they start,
@@ -24,7 +25,7 @@ use std::collections::VecDeque;
 use std::fmt::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -373,17 +374,60 @@ fn write_batch(
 }
 
 /// Writes `bytes` if that cannot block: they fit in one atomic pipe write, and the descriptor has
-/// room for that much now (a pipe with a free page, any file, a socket with its buffer mostly
-/// free). Whether it did.
+/// room for that much now. Whether it did.
 fn write_now(output: Output, bytes: &[u8]) -> bool {
     if bytes.len() > libc::PIPE_BUF {
         return false;
     }
-    let ready = output.with_fd(|fd| sys::poll(fd, libc::POLLOUT, 0).is_ok_and(|events| events & libc::POLLOUT != 0));
-    if ready {
-        write_fd(output, bytes);
+    match output.sink() {
+        Sink::File => write_fd(output, bytes),
+        // All or nothing: a write of at most PIPE_BUF bytes to a pipe is atomic.
+        Sink::Pipe(pipe) => return std::io::Write::write(&mut &*pipe, bytes).is_ok_and(|n| n == bytes.len()),
+        Sink::Other => {
+            let ready =
+                output.with_fd(|fd| sys::poll(fd, libc::POLLOUT, 0).is_ok_and(|events| events & libc::POLLOUT != 0));
+            if !ready {
+                return false;
+            }
+            write_fd(output, bytes);
+        }
     }
-    ready
+    true
+}
+
+/// What stdout or stderr is, found once: how a line can be written without waiting.
+enum Sink {
+    /// A regular file: a write never waits for a reader.
+    File,
+    /// A pipe (a container's log), opened again on its own non-blocking description: a full pipe
+    /// refuses the write (`EAGAIN`) instead of blocking, and the descriptors that others share
+    /// stay as they are.
+    Pipe(std::fs::File),
+    /// Anything else (a terminal, a socket): `poll` first says whether there is room.
+    Other,
+}
+
+impl Output {
+    fn sink(self) -> &'static Sink {
+        static SINKS: [OnceLock<Sink>; 2] = [OnceLock::new(), OnceLock::new()];
+        let (slot, fd) = match self {
+            Output::Stdout => (&SINKS[0], 1),
+            Output::Stderr => (&SINKS[1], 2),
+        };
+        slot.get_or_init(|| {
+            use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+            let kind = self.with_fd(|fd| fd.try_clone_to_owned().map(std::fs::File::from)).and_then(|f| f.metadata());
+            match kind.map(|meta| meta.file_type()) {
+                Ok(kind) if kind.is_file() => Sink::File,
+                Ok(kind) if kind.is_fifo() => std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(format!("/proc/self/fd/{fd}"))
+                    .map_or(Sink::Other, Sink::Pipe),
+                _ => Sink::Other,
+            }
+        })
+    }
 }
 
 /// Writes all of `bytes` to stdout or stderr, waiting as long as the pipe needs. Nothing is
