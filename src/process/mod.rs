@@ -383,7 +383,7 @@ fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
 
 /// Writes `data` to a non-blocking stdin pipe and closes it. A function that exits or closes its
 /// stdin early is not an error (the classic watchdog ignores EPIPE too).
-pub async fn feed(stdin: OwnedFd, data: &[u8]) {
+async fn write_input(stdin: OwnedFd, data: &[u8]) {
     let mut written = 0;
     // Most bodies fit in the pipe: write directly, without registering with the reactor.
     while written < data.len() {
@@ -419,7 +419,7 @@ pub async fn exchange(
 ) -> bool {
     let write = async move {
         if let Some(stdin) = stdin {
-            feed(stdin, &input).await;
+            write_input(stdin, &input).await;
         }
     };
     alongside(collect(stdout, child, output, cap, stop), write).await

@@ -144,7 +144,7 @@ impl Pump {
     ) -> Ending {
         // Created once: polling a fresh `exited()` would ask the kernel on every pass of the loop.
         let exit = child.exited();
-        let feed = feed(body, stdin, idle);
+        let feed = copy_body(body, stdin, idle);
         tokio::pin!(feed, exit);
         let mut feeding = true;
         let mut exited = false;
@@ -276,7 +276,7 @@ async fn read_chunk(stdout: Option<&mut pipe::Receiver>, buf: &mut BytesMut, exi
 /// `None`). Waiting longer than `idle` for the next piece of body is an error, and then stdin is
 /// left open: the run closes it only once the function is dead. A function that stops reading its
 /// input is not an error: the rest of the body is just not wanted.
-async fn feed(
+async fn copy_body(
     mut body: RequestBody,
     stdin: &mut Option<pipe::Sender>,
     idle: Option<Duration>,
