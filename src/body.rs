@@ -141,6 +141,14 @@ impl BodyError {
             _ => answers::bad_request(self),
         }
     }
+
+    /// The status of [`BodyError::answer`].
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// A request body: from the wire (no more than `limit` bytes of it), or none (for requests the

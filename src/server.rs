@@ -111,7 +111,7 @@ fn fatal(message: &str) -> i32 {
     1
 }
 
-/// From the first signal to the exit code (the timeline is in the README).
+/// From the first signal to the exit code (the timeline is in docs/operations.md).
 async fn lifecycle(app: &Arc<App>, signals: &mut Signals, accepting: tokio::task::JoinHandle<()>) -> i32 {
     let drain = &app.drain;
     let stop = tokio::select! {
@@ -145,7 +145,7 @@ async fn lifecycle(app: &Arc<App>, signals: &mut Signals, accepting: tokio::task
                 log::info!(
                     "Drain deadline (write_timeout {}) passed: stopping {} requests",
                     go_duration(deadline),
-                    drain.count()
+                    app.metrics.in_flight_now()
                 );
                 app.cancel.cancel();
                 drain.wait_idle(CANCEL_GRACE).await;

@@ -93,8 +93,6 @@ pub struct Config {
     /// Longest function log line before it is split; `None` = unbounded.
     pub log_buffer_size: Option<usize>,
     pub log_callid: bool,
-    /// Applied before the configuration is read (see [`log_format`]); here for completeness.
-    pub log_format: crate::logging::Format,
     pub ready_path: Option<hyper::Uri>,
     /// http mode: how long the function may take to accept connections; `None` = no limit.
     pub start_timeout: Option<Duration>,
@@ -190,14 +188,14 @@ fn default_of(
 
 /// The lock file's path, for `--run-healthcheck`, which needs no other configuration.
 pub fn lock_path_from_env() -> PathBuf {
+    let default = vars::find("TMPDIR").and_then(|var| var.default_in(Mode::Classic)).unwrap_or("/tmp");
     let tmpdir = std::env::var("TMPDIR").ok().filter(|d| !d.is_empty());
-    values::lock_path(tmpdir.as_deref().unwrap_or("/tmp"))
+    values::lock_path(tmpdir.as_deref().unwrap_or(default))
 }
 
 /// The mode `--help` shows the defaults of: `mode`'s value if it names one, else classic.
 pub fn help_mode() -> Mode {
-    let name = std::env::var("mode").unwrap_or_default();
-    Mode::ALL.into_iter().find(|mode| mode.name() == name).unwrap_or_default()
+    values::mode(&std::env::var("mode").unwrap_or_default()).unwrap_or_default()
 }
 
 /// `log_format`, read before the rest so that the start itself (and a start error) is logged in

@@ -73,14 +73,10 @@ pub fn lock_path(tmpdir: &str) -> PathBuf {
 
 /// One of the five modes, by the name `mode` takes.
 pub fn mode(value: &str) -> Result<Mode, String> {
-    match value {
-        "classic" => Ok(Mode::Classic),
-        "streaming" => Ok(Mode::Streaming),
-        "serializing" => Ok(Mode::Serializing),
-        "http" => Ok(Mode::Http),
-        "static" => Ok(Mode::Static),
-        _ => Err("expected classic, streaming, serializing, http or static".into()),
-    }
+    Mode::ALL
+        .into_iter()
+        .find(|mode| mode.name() == value)
+        .ok_or_else(|| "expected classic, streaming, serializing, http or static".into())
 }
 
 /// `true`/`false`/`1`/`0` in any case. (The references accept only the exact `"true"` and treat

@@ -68,8 +68,8 @@ impl Var {
             Default::Classic { classic, other } => {
                 Some(if mode == Mode::Classic { classic } else { other }).filter(|value| !value.is_empty())
             }
-            Default::Follows(name) => find(name).and_then(|var| var.default_in(mode)),
-            Default::Unset => None,
+            // Follows another variable: its value, given or default (`config::default_of`).
+            Default::Follows(_) | Default::Unset => None,
         }
     }
 
@@ -359,7 +359,8 @@ pub static VARS: &[Var] = &[
         default: Default::Is("text"),
         required: None,
         help: "text: `<time> message` lines as the Go watchdogs; json: one JSON object per line (time, level, msg, fields)",
-        set: |c, v| values::log_format(v).map(|value| c.log_format = value),
+        // Applied before the rest is read (`config::log_format`): here it is only checked.
+        set: |_, v| values::log_format(v).map(|_| ()),
     },
     Var {
         name: "upstream_url",

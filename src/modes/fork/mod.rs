@@ -20,7 +20,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{
-    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, call_id, function_env, log_stderr, read_body,
+    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, call_id, from_now, function_env, log_stderr,
+    read_body, with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::cgi_response::{self, Head, Parsed};
@@ -72,7 +73,8 @@ impl Fork {
     async fn buffered(&self, parts: &Parts, body: RequestBody, scope: &Scope, log: &RequestLog) -> Response<Body> {
         let cfg = &*self.cfg;
         log.forking();
-        let body = match read_body(body, scope.deadline(cfg.read_timeout)).await {
+        // From now, not from the arrival: a wait in the max_queue queue is not the client's delay.
+        let body = match read_body(body, from_now(cfg.read_timeout)).await {
             Ok(body) => body,
             Err(e) => {
                 log.debug(format_args!("Error={e}, ReadLen=0"));
@@ -126,7 +128,7 @@ impl Fork {
             (Ending::Interrupted(Interrupted::ExecTimeout), _)
                 if self.policy.exec_timeout == TimeoutAnswer::RequestTimeout =>
             {
-                Verdict::TimedOut
+                Verdict::ExecTimeout
             }
             (Ending::Interrupted(Interrupted::WriteTimeout), _) => Verdict::WriteTimeout,
             (Ending::Interrupted(Interrupted::Cancelled), _) => Verdict::ShuttingDown,
@@ -150,7 +152,7 @@ impl Fork {
         match self.verdict(outcome) {
             Verdict::Success => self.success(output, request_type, scope, log),
             Verdict::Failed(error) => self.failure(&error, &output, scope),
-            Verdict::TimedOut => self.timed(answers::request_timeout(), scope),
+            Verdict::ExecTimeout => self.timed(answers::request_timeout(), scope),
             Verdict::WriteTimeout => {
                 let limit = format!("write_timeout ({})", go_duration(self.cfg.write_timeout.unwrap_or_default()));
                 self.timed(answers::gateway_timeout(&limit), scope)
@@ -170,7 +172,7 @@ impl Fork {
     /// block it starts with, and the rest as the body.
     fn success(
         &self,
-        mut output: Vec<u8>,
+        output: Vec<u8>,
         request_type: Option<&HeaderValue>,
         scope: &Scope,
         log: &RequestLog,
@@ -180,11 +182,12 @@ impl Fork {
         if cfg.write_debug {
             log.output(&output, cfg.log_buffer_size);
         }
+        let mut output = Bytes::from(output);
         let mut cgi = None;
         if cfg.cgi_response {
             match cgi_response::parse(&output, true) {
                 Parsed::Head { head, body } => {
-                    output.drain(..body);
+                    output = output.slice(body..);
                     cgi = Some(head);
                 }
                 Parsed::Invalid { why, line } => return self.invalid_head(&why, &line, scope),
@@ -192,7 +195,7 @@ impl Fork {
             }
         }
         let length = output.len();
-        let response = self.started(cgi, Body::from(output), request_type, scope);
+        let response = self.success_response(cgi, Body::from(output), request_type, seconds);
         if cfg.debug_headers {
             print_headers("[out]", response.headers());
         }
@@ -209,13 +212,13 @@ impl Fork {
 
     /// The head of a successful answer, with `body`: 200, or the function's CGI status and
     /// headers; the configured Content-Type, else (classic) the request's, unless the function
-    /// sent its own.
-    fn started(
+    /// sent its own; `X-Duration-Seconds` as the mode sends it.
+    fn success_response(
         &self,
         cgi: Option<Head>,
         body: Body,
         request_type: Option<&HeaderValue>,
-        scope: &Scope,
+        seconds: Seconds,
     ) -> Response<Body> {
         let mut response = Response::new(body);
         if let Some(head) = cgi {
@@ -228,7 +231,10 @@ impl Fork {
         {
             response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
         }
-        self.timed(response, scope)
+        if self.policy.duration_header {
+            response.headers_mut().insert("x-duration-seconds", seconds.header());
+        }
+        response
     }
 
     /// 502 for output that does not start with a valid CGI header block.
@@ -263,11 +269,8 @@ impl Fork {
     }
 
     /// With `X-Duration-Seconds`, if the mode sends it.
-    fn timed(&self, mut response: Response<Body>, scope: &Scope) -> Response<Body> {
-        if self.policy.duration_header {
-            response.headers_mut().insert("x-duration-seconds", Seconds(scope.start.elapsed()).header());
-        }
-        response
+    fn timed(&self, response: Response<Body>, scope: &Scope) -> Response<Body> {
+        if self.policy.duration_header { with_duration(response, scope) } else { response }
     }
 }
 
@@ -319,7 +322,7 @@ enum Verdict<'a> {
     /// The function failed: 500 with the error and the output.
     Failed(String),
     /// `exec_timeout` with [`TimeoutAnswer::RequestTimeout`]: 408.
-    TimedOut,
+    ExecTimeout,
     /// 504.
     WriteTimeout,
     /// The hard stop at shutdown: 503.
@@ -337,10 +340,10 @@ impl Verdict<'_> {
         match self {
             Verdict::Success => StatusCode::OK,
             Verdict::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Verdict::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Verdict::ExecTimeout => StatusCode::REQUEST_TIMEOUT,
             Verdict::WriteTimeout => StatusCode::GATEWAY_TIMEOUT,
             Verdict::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Verdict::BadInput(e) => e.answer().status(),
+            Verdict::BadInput(e) => e.status(),
             Verdict::InvalidHead(_) => StatusCode::BAD_GATEWAY,
             Verdict::OutputTooLarge => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -34,7 +34,7 @@ use super::{Fork, RequestLog};
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
 use crate::cgi_response::{self, Head, Parsed};
-use crate::modes::{BodyError, Scope, human_size};
+use crate::modes::{BodyError, HumanSize, Scope, Seconds};
 use crate::process::{Child, OUTPUT_GRACE};
 
 /// The most output read at once: one pipe's worth.
@@ -93,7 +93,7 @@ pub async fn respond(
         true => Body::empty(),
         false => Body::stream(Output { first: Some(first).filter(|b| !b.is_empty()), events, demand, asked: false }),
     };
-    fork.started(cgi, body, None, &scope)
+    fork.success_response(cgi, body, None, Seconds(scope.start.elapsed()))
 }
 
 /// One request's run, and the bytes to and from it.
@@ -233,13 +233,13 @@ impl Pump {
             return;
         }
         if let Some(error) = outcome.error() {
-            log::info!("Function failed: {error} (after {} of output)", human_size(self.sent));
+            log::info!("Function failed: {error} (after {} of output)", HumanSize(self.sent));
         }
         let status = fork.verdict(&outcome).status();
         let event = if status == StatusCode::OK {
             Event::End
         } else {
-            log::info!("Response cut after {} of output: it failed with {}", human_size(self.sent), status.as_u16());
+            log::info!("Response cut after {} of output: it failed with {}", HumanSize(self.sent), status.as_u16());
             Event::Cut(status)
         };
         log.streamed(status, self.sent, scope);
