@@ -250,7 +250,7 @@ impl std::fmt::Display for HumanSize {
             whole += 1;
             fraction = 0;
         }
-        while decimals > 0 && fraction % 10 == 0 {
+        while decimals > 0 && fraction.is_multiple_of(10) {
             fraction /= 10;
             decimals -= 1;
         }
