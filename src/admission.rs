@@ -19,7 +19,7 @@ use hyper::{Method, Response, StatusCode};
 
 use crate::answers;
 use crate::body::{Body, Cut};
-use crate::limiter::{Limiter, Slot};
+use crate::limiter::{Limiter, NoSlot, Slot};
 use crate::metrics::{InFlight, Metrics};
 use crate::shutdown::{Cancel, Drain, DrainGuard};
 
@@ -101,7 +101,12 @@ impl Gate {
                 let held = Held { _slot: slot, _in_flight: self.metrics.in_flight(), _drain: drain };
                 Ok((Admission { _held: Some(Arc::new(held)) }, entry))
             }
-            Err(_) => Err(Refused { entry, why: Why::TooMany(self.limiter.max()) }),
+            Err(why) => {
+                if why == NoSlot::TimedOut {
+                    log::debug!("left the max_queue queue: the request's time limit passed");
+                }
+                Err(Refused { entry, why: Why::TooMany(self.limiter.max()) })
+            }
         }
     }
 

@@ -42,7 +42,9 @@ pub fn parse(output: &[u8], ended: bool) -> Parsed {
     let mut status = None;
     let mut at = 0;
     loop {
-        let Some(newline) = output[at..].iter().position(|&b| b == b'\n') else {
+        // No line of a valid block ends past MAX_HEAD: no need to look further.
+        let window = &output[at..output.len().min(MAX_HEAD + 1)];
+        let Some(newline) = window.iter().position(|&b| b == b'\n') else {
             return incomplete(output, ended);
         };
         let end = at + newline;

@@ -54,12 +54,19 @@ impl Stream {
 /// Reads `pipe` to its end, logging every line; `call_id` tags them (see [`crate::modes::call_id`]).
 pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, call_id: Option<String>) {
     let mut lines = LineSplitter::new(style.max_line);
-    let mut buf = vec![0u8; 16 * 1024];
+    // Most functions never write to stderr: the buffer comes with the first output.
+    let mut buf = Vec::new();
     // Raw lines of one read go out together.
     let mut raw = Vec::new();
     let call_id = call_id.as_deref();
     loop {
         logging::room().await;
+        if buf.is_empty() {
+            if pipe.readable().await.is_err() {
+                break;
+            }
+            buf = vec![0u8; 16 * 1024];
+        }
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => lines.push(&buf[..n], |line, cut| emit(line, cut, stream, style, call_id, &mut raw)),
@@ -74,13 +81,19 @@ fn emit(line: &[u8], cut: bool, stream: Stream, style: LogStyle, call_id: Option
     if !style.prefix {
         raw.extend_from_slice(line);
         raw.push(b'\n');
-    } else if logging::json() {
-        if log::log_enabled!(log::Level::Info) {
-            logging::log_line(json_line(line, cut, stream, call_id));
-        }
-    } else {
-        log::info!("{}: {}{}", stream.name(), String::from_utf8_lossy(line), Tag(call_id));
+        return;
     }
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let line = match logging::json() {
+        true => json_line(line, cut, stream, call_id),
+        false => {
+            let text = String::from_utf8_lossy(line);
+            logging::function_line_text(format_args!("{}: {text}{}", stream.name(), Tag(call_id)))
+        }
+    };
+    logging::function_line(line);
 }
 
 /// A line of the function's output as a JSON log line: the line is `msg` (with `msg_base64` if it
@@ -89,7 +102,7 @@ pub fn json_line(line: &[u8], cut: bool, stream: Stream, call_id: Option<&str>) 
     let line = json_log::Line::new(log::Level::Info).msg_bytes(line).str("stream", stream.name());
     let line = line.opt_str("call_id", call_id);
     match cut {
-        true => line.num("cut", true),
+        true => line.raw("cut", true),
         false => line,
     }
     .finish()

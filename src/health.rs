@@ -58,7 +58,7 @@ impl Health {
         }
     }
 
-    pub fn is_accepting(&self) -> bool {
+    fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
     }
 

@@ -74,8 +74,9 @@ impl Line {
         }
     }
 
-    /// A number field: `value` must display as a JSON number (an integer, or digits with a point).
-    pub fn num(mut self, key: &str, value: impl fmt::Display) -> Line {
+    /// A field written as `value` displays: a JSON number (an integer, or digits with a point) or
+    /// literal (`true`).
+    pub fn raw(mut self, key: &str, value: impl fmt::Display) -> Line {
         self.key(key);
         let _ = write!(self.buf, "{value}");
         self
@@ -279,8 +280,8 @@ mod tests {
         let line = Line::at(UNIX_EPOCH + Duration::from_millis(5), log::Level::Warn)
             .msg(format_args!("two\nlines {}", "\"quoted\""))
             .str("method", "POST")
-            .num("status", 200)
-            .num("duration_s", "0.002000")
+            .raw("status", 200)
+            .raw("duration_s", "0.002000")
             .opt_str("call_id", None)
             .finish();
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");

@@ -1,20 +1,61 @@
 //! The listening sockets: each port the watchdog serves is bound on every address, IPv6 and IPv4
-//! in one socket where the host has IPv6; and how an accept loop waits after an accept error.
+//! in one socket where the host has IPv6; and accepting on them, waiting after accept errors.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::backoff::Backoff;
+use crate::config::go_duration;
 
 /// After an accept error (out of file descriptors, most often: it lasts until some close), the
 /// next accept waits 5 ms, doubling to 500 ms while errors go on, and is immediate after a success.
-pub const ACCEPT_RETRY: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
+const ACCEPT_RETRY: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
+
+/// Accepts connections, one per `next()`. Errors never end an accept loop: errors that concern a
+/// connection already gone are skipped, the others (out of file descriptors) are logged and
+/// waited out with a back-off.
+pub struct Acceptor {
+    listener: TcpListener,
+    backoff: Backoff,
+}
+
+impl Acceptor {
+    fn new(listener: TcpListener) -> Acceptor {
+        Acceptor { listener, backoff: ACCEPT_RETRY }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub async fn next(&mut self) -> TcpStream {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    self.backoff.reset();
+                    return stream;
+                }
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    let pause = self.backoff.next_pause();
+                    log::warn!("accept: {e}; retrying in {}", go_duration(pause));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection that is already gone, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+}
 
 /// Binds `port` on every address: IPv6 and IPv4 where the host has IPv6, IPv4 otherwise.
-pub async fn bind(port: u16) -> io::Result<TcpListener> {
+pub fn bind(port: u16) -> io::Result<Acceptor> {
     let v6 = || -> io::Result<TcpSocket> {
         let socket = TcpSocket::new_v6()?;
         set_dual_stack(&socket)
@@ -34,7 +75,7 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
             socket
         }
     };
-    socket.listen(1024)
+    socket.listen(1024).map(Acceptor::new)
 }
 
 /// Makes an IPv6 socket take IPv4 connections too. If that fails the socket would silently be

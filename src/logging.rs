@@ -83,7 +83,19 @@ pub fn json() -> bool {
 
 /// Queues a finished line for stderr, as any log line: dropped when the queue is full.
 pub fn log_line(line: Vec<u8>) {
-    QUEUE.push(Output::Stderr, Bytes::from(line), true);
+    QUEUE.push(Output::Stderr, line, true);
+}
+
+/// A line of a function's output for the log (`line` as [`function_line_text`] or
+/// `function_logs::json_line` made it). Never dropped: its forwarder waited for [`room`] before
+/// it read the pipe, which bounds what it queues to one read's worth.
+pub fn function_line(line: Vec<u8>) {
+    QUEUE.push(Output::Stderr, line, false);
+}
+
+/// A text log line (with its timestamp) for `message`, as the logger would write it at `level`.
+pub fn function_line_text(message: std::fmt::Arguments<'_>) -> Vec<u8> {
+    record_line(log::Level::Info, &message)
 }
 
 /// A line for stderr written at once, without the queue and the filter: for the init process
@@ -154,7 +166,7 @@ impl log::Log for Logger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.filter.matches(record) {
-            QUEUE.push(Output::Stderr, Bytes::from(record_line(record.level(), record.args())), true);
+            QUEUE.push(Output::Stderr, record_line(record.level(), record.args()), true);
         }
     }
 
@@ -245,21 +257,23 @@ impl Queue {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `bytes`; a `droppable` entry is dropped (and counted) when the queue is full.
-    fn push(&self, output: Output, bytes: Bytes, droppable: bool) {
+    /// Queues `bytes`; a `droppable` entry is dropped (and counted) when the queue is full. A
+    /// line written at once is never turned into `Bytes` (an allocation of its own).
+    fn push(&self, output: Output, bytes: impl AsRef<[u8]> + Into<Bytes>, droppable: bool) {
         if !self.running.load(Ordering::Acquire) {
-            write_fd(output, &bytes);
+            write_fd(output, bytes.as_ref());
             return;
         }
         let mut state = self.lock();
         // Under the lock, and only with nothing queued or being written: the order is kept.
-        if self.direct && state.bytes == 0 && write_now(output, &bytes) {
+        if self.direct && state.bytes == 0 && write_now(output, bytes.as_ref()) {
             return;
         }
-        if droppable && state.bytes > 0 && state.bytes + bytes.len() > LIMIT {
+        if droppable && state.bytes > 0 && state.bytes + bytes.as_ref().len() > LIMIT {
             state.dropped += 1;
             return;
         }
+        let bytes = bytes.into();
         state.bytes += bytes.len();
         self.pending.store(state.bytes, Ordering::Relaxed);
         state.entries.push_back((output, bytes));
@@ -383,6 +397,7 @@ fn write_now(output: Output, bytes: &[u8]) -> bool {
         Sink::File => write_fd(output, bytes),
         // All or nothing: a write of at most PIPE_BUF bytes to a pipe is atomic.
         Sink::Pipe(pipe) => return std::io::Write::write(&mut &*pipe, bytes).is_ok_and(|n| n == bytes.len()),
+        Sink::SharedPipe => return output.with_fd(|fd| sys::write(fd, bytes)).is_ok_and(|n| n == bytes.len()),
         Sink::Other => {
             let ready =
                 output.with_fd(|fd| sys::poll(fd, libc::POLLOUT, 0).is_ok_and(|events| events & libc::POLLOUT != 0));
@@ -403,6 +418,11 @@ enum Sink {
     /// refuses the write (`EAGAIN`) instead of blocking, and the descriptors that others share
     /// stay as they are.
     Pipe(std::fs::File),
+    /// A pipe that cannot be opened again (a container runtime makes the log pipe as root, mode
+    /// 0600, and the watchdog often runs as another user): the inherited descriptor itself is made
+    /// non-blocking. Only the watchdog and its PID-1 init write to it, both through code that
+    /// waits on `EAGAIN`; functions have pipes of their own.
+    SharedPipe,
     /// Anything else (a terminal, a socket): `poll` first says whether there is room.
     Other,
 }
@@ -419,11 +439,17 @@ impl Output {
             let kind = self.with_fd(|fd| fd.try_clone_to_owned().map(std::fs::File::from)).and_then(|f| f.metadata());
             match kind.map(|meta| meta.file_type()) {
                 Ok(kind) if kind.is_file() => Sink::File,
-                Ok(kind) if kind.is_fifo() => std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(format!("/proc/self/fd/{fd}"))
-                    .map_or(Sink::Other, Sink::Pipe),
+                Ok(kind) if kind.is_fifo() => {
+                    let reopened = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(format!("/proc/self/fd/{fd}"));
+                    match reopened {
+                        Ok(pipe) => Sink::Pipe(pipe),
+                        Err(_) if self.with_fd(sys::set_nonblocking).is_ok() => Sink::SharedPipe,
+                        Err(_) => Sink::Other,
+                    }
+                }
                 _ => Sink::Other,
             }
         })
@@ -538,7 +564,9 @@ mod tests {
 
         // Let the pipe move: everything queued arrives, then the drop is reported.
         let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !queue.flush(Duration::ZERO) {
+            assert!(Instant::now() < deadline, "the queue never emptied");
             let _ = go.try_send(());
             while let Ok(w) = written.try_recv() {
                 out.push(w);

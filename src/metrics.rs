@@ -13,11 +13,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioTimer;
-use tokio::net::TcpListener;
 
 use crate::answers;
 use crate::conn::Conn;
-use crate::listener::ACCEPT_RETRY;
+use crate::listener::Acceptor;
 use crate::sys;
 
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -186,8 +185,9 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Prometheus renders floats in Go's shortest form; Rust's `Display` for f64 is the same for the
-/// values that occur here, except that integral values need no `.0`.
+/// A sample value in the text format: integral values as integers, others as Rust's shortest
+/// round-trip `Display` (Go writes large and tiny values with an exponent, `1.2e+06`, where this
+/// writes digits; parsers take both).
 fn float(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", value as i64) } else { format!("{value}") }
 }
@@ -265,16 +265,11 @@ fn page_size() -> u64 {
 }
 
 /// The metrics listener: `/metrics` (any method), 404 elsewhere.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(mut listener: Acceptor, metrics: Arc<Metrics>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
-    let mut backoff = ACCEPT_RETRY;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            backoff.sleep().await;
-            continue;
-        };
-        backoff.reset();
+        let stream = listener.next().await;
         let metrics = Arc::clone(&metrics);
         let service = service_fn(move |req: Request<Incoming>| {
             let response =

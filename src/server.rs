@@ -3,7 +3,6 @@
 //! the first signal to the exit code.
 
 use std::convert::Infallible;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioTimer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::admission::{Admission, Gate};
 use crate::body::{Body, RequestBody};
@@ -21,7 +20,7 @@ use crate::config::{Config, go_duration};
 use crate::conn::{self, Conn};
 use crate::health::Health;
 use crate::limiter::Limiter;
-use crate::listener::{self, ACCEPT_RETRY};
+use crate::listener::{self, Acceptor};
 use crate::logging;
 use crate::metrics::{self, Metrics};
 use crate::modes::{self, Handler, Scope};
@@ -65,12 +64,12 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
     };
     log::info!("{}", cfg.timeouts_line());
 
-    let listener = match listener::bind(cfg.port).await {
+    let listener = match listener::bind(cfg.port) {
         Ok(listener) => listener,
         Err(e) => return fatal(&format!("port: cannot listen on port {}: {e}", cfg.port)),
     };
     let metrics_listener = match cfg.metrics_port {
-        Some(port) => match listener::bind(port).await {
+        Some(port) => match listener::bind(port) {
             Ok(listener) => Some(listener),
             Err(e) => return fatal(&format!("metrics_port: cannot listen on port {port}: {e}")),
         },
@@ -83,9 +82,9 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
     };
     let app = Arc::new(App::new(Arc::clone(&cfg), mode));
 
-    log::info!("Listening on port: {}", local_port(&listener));
+    log::info!("Listening on port: {}", listener.local_port());
     if let Some(listener) = metrics_listener {
-        log::info!("Metrics listening on port: {}", local_port(&listener));
+        log::info!("Metrics listening on port: {}", listener.local_port());
         tokio::spawn(metrics::serve(listener, Arc::clone(&app.metrics)));
     }
     // Serve from now on (`/_/health` says 503), but write the lock only once the mode has started.
@@ -99,8 +98,12 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
         return fatal(&e);
     }
 
-    let code = lifecycle(&app, &mut signals, accepting).await;
-    app.mode.stop().await;
+    let mut code = lifecycle(&app, &mut signals, accepting).await;
+    // Stopping the mode may take a while (http mode: up to STOP_GRACE); a signal cuts it short.
+    tokio::select! {
+        () = app.mode.stop() => {}
+        again = signals.next_stop() => code = forced_exit(&app, again),
+    }
     process::signal_all(libc::SIGKILL);
     app.health.remove_lock();
     code
@@ -165,33 +168,11 @@ fn forced_exit(app: &App, stop: Stop) -> i32 {
     128 + if stop == Stop::Term { libc::SIGTERM } else { libc::SIGINT }
 }
 
-fn local_port(listener: &TcpListener) -> u16 {
-    listener.local_addr().map_or(0, |a| a.port())
-}
-
-/// Accepts connections until aborted. Accept errors (out of file descriptors, most often) never
-/// end the loop: it backs off and tries again.
-async fn accept_loop(listener: TcpListener, app: Arc<App>) {
-    let mut backoff = ACCEPT_RETRY;
+/// Accepts connections until aborted.
+async fn accept_loop(mut listener: Acceptor, app: Arc<App>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.reset();
-                serve_connection(stream, &app);
-            }
-            Err(e) if is_per_connection(&e) => {}
-            Err(e) => {
-                let pause = backoff.next_pause();
-                log::warn!("accept: {e}; retrying in {}", go_duration(pause));
-                tokio::time::sleep(pause).await;
-            }
-        }
+        serve_connection(listener.next().await, &app);
     }
-}
-
-/// Errors that concern one connection that is already gone, not the listener.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }
 
 fn serve_connection(stream: TcpStream, app: &Arc<App>) {
@@ -274,7 +255,8 @@ impl App {
         answers::health(self.health.is_healthy())
     }
 
-    /// `/_/ready`: 503 when not accepting, 429 when `max_inflight` is reached, else the function's
+    /// `/_/ready`: 503 when not accepting, 429 when a new request would get 429 (`max_inflight`
+    /// reached and the `max_queue` queue full), else the function's
     /// answer for `ready_path` if one is set, else 200. Not limited, not counted in metrics.
     async fn ready(&self, req: Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET {

@@ -28,7 +28,7 @@ impl Cancel {
         self.0.notify.notify_waiters();
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    fn is_cancelled(&self) -> bool {
         self.0.set.load(Ordering::SeqCst)
     }
 

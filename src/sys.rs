@@ -54,7 +54,8 @@ pub fn sysconf(name: libc::c_int) -> Option<u64> {
     u64::try_from(value).ok().filter(|&value| value > 0)
 }
 
-/// `poll` on one descriptor: the events of `events` that it has (0 when `timeout_ms` passed first;
+/// `poll` on one descriptor: its `revents`, the events of `events` that it has plus any of
+/// `POLLERR`, `POLLHUP`, `POLLNVAL` (0 when `timeout_ms` passed first;
 /// 0 only asks, -1 waits as long as it takes).
 pub fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout_ms: libc::c_int) -> io::Result<libc::c_short> {
     let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
@@ -63,6 +64,19 @@ pub fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout_ms: libc::c_int) 
         rc if rc < 0 => Err(io::Error::last_os_error()),
         _ => Ok(pollfd.revents),
     }
+}
+
+/// Makes writes to `fd` return `EAGAIN` instead of blocking, for every descriptor that shares its
+/// open file description.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL and F_SETFL only read and set the status flags of a descriptor that is open
+    // while it is borrowed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One `write(2)` of `bytes` to `fd`, unbuffered: how many bytes it took.

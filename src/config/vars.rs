@@ -192,7 +192,7 @@ pub static VARS: &[Var] = &[
         modes: Modes::ALL,
         default: Default::Is("0"),
         required: None,
-        help: "function requests served at once; the next one gets 429; 0 = no limit",
+        help: "function requests served at once; the next one waits in max_queue, else gets 429; 0 = no limit",
         set: |c, v| {
             c.max_inflight = v.parse().map_err(|_| "expected a whole number of requests (0 = unlimited)")?;
             Ok(())

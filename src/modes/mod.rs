@@ -165,9 +165,9 @@ impl AccessLog {
             .str("method", self.method.as_str())
             .str("path", path)
             .opt_str("query", query)
-            .num("status", summary.status.as_u16())
-            .num("bytes", summary.bytes)
-            .num("duration_s", Seconds(summary.elapsed))
+            .raw("status", summary.status.as_u16())
+            .raw("bytes", summary.bytes)
+            .raw("duration_s", Seconds(summary.elapsed))
             .opt_str("call_id", self.call_id.as_deref());
         logging::log_line(line.finish());
     }

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{BoxFuture, Handler, Scope};
 use crate::answers;
-use crate::body::{Body, RequestBody};
+use crate::body::{Body, Cut, RequestBody};
 use crate::cgi;
 use crate::config::Config;
 
@@ -259,7 +259,7 @@ impl hyper::body::Body for FileBody {
         let chunk = read.filled();
         if chunk.is_empty() {
             // The file shrank after its length was sent: end the response as broken, not short.
-            return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while sent"))));
+            return Poll::Ready(Some(Err(Cut::error(StatusCode::INTERNAL_SERVER_ERROR, "the file shrank while sent"))));
         }
         this.remaining -= chunk.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(chunk)))))

@@ -293,7 +293,6 @@ impl Drop for Child {
         // drops new tasks unpolled, and a whole `Child` dropped there would come back here, again
         // and again until the stack overflows.
         let (pid, exit, held) = (self.pid, std::mem::take(&mut self.exit), self.held.take());
-        self.status = Some(ExitStatus::from_raw(0));
         let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None, held };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -381,48 +380,71 @@ fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
-/// Writes `data` to a non-blocking stdin pipe and closes it. A function that exits or closes its
-/// stdin early is not an error (the classic watchdog ignores EPIPE too).
-async fn write_input(stdin: OwnedFd, data: &[u8]) {
+/// Writes `data` to a non-blocking stdin pipe, then closes it (`*stdin = None`). A function that
+/// exits or closes its stdin early is not an error (the classic watchdog ignores EPIPE too).
+/// Dropped part-way, it leaves `stdin` open: its owner closes it only once the function is dead,
+/// so that a function never takes an input that was cut short for a whole one.
+async fn write_input(stdin: &mut Option<OwnedFd>, data: &[u8]) {
+    let Some(fd) = stdin.as_ref() else { return };
     let mut written = 0;
-    // Most bodies fit in the pipe: write directly, without registering with the reactor.
+    // Most bodies fit in the pipe: written directly, without registering with the reactor.
+    let mut registered = None;
     while written < data.len() {
-        match sys::write(stdin.as_fd(), &data[written..]) {
+        match sys::write(fd.as_fd(), &data[written..]) {
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = match &registered {
+                    Some(ready) => ready,
+                    // SAFETY: the descriptor stays open, unchanged, while this registration lives:
+                    // it is dropped before `*stdin = None` below, or with this future, which the
+                    // owner of `stdin` outlives.
+                    None => match unsafe { AsyncFd::register_with_interest(fd.as_fd(), tokio::io::Interest::WRITABLE) }
+                    {
+                        Ok(ready) => registered.insert(ready),
+                        // No way to wait for room: the input stays open (and incomplete) until the
+                        // function is stopped.
+                        Err(_) => return std::future::pending().await,
+                    },
+                };
+                if let Ok(mut guard) = ready.writable().await {
+                    guard.clear_ready();
+                }
+            }
+            Err(_) => break,
         }
     }
-    if written == data.len() {
-        return;
-    }
-    let Ok(mut sender) = pipe::Sender::from_owned_fd_unchecked(stdin) else { return };
-    let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &data[written..]).await;
+    drop(registered);
+    *stdin = None;
+}
+
+/// How a buffered exchange ended.
+pub enum Exchanged {
+    /// All of the output was read and the function has exited.
+    Whole,
+    /// `stop` stopped reading.
+    Stopped,
+    /// Reading the output failed.
+    Failed(io::Error),
 }
 
 /// The buffered exchange: writes `input` to the function's stdin (and closes it) while reading its
-/// stdout into `output`, until stdout has ended and the function has exited: `true`. When the
-/// function exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`]
-/// more, no longer. Dropping the future part-way leaves what was read in `output`.
+/// stdout into `output`, until stdout has ended and the function has exited. When the function
+/// exits while a descendant still holds stdout, output is taken for [`OUTPUT_GRACE`] more, no
+/// longer. Dropping the future part-way leaves what was read in `output`, and `stdin` open.
 ///
-/// `stop` sees the output after every read; when it says so, reading stops: `false`. `cap`: the
-/// most bytes `output` may hold (the buffer never grows past it); `stop` should stop it there.
+/// `stop` sees the output after every read; when it says so, reading stops. `cap`: the most bytes
+/// `output` may hold (the buffer never grows past it); `stop` should stop it there.
 pub async fn exchange(
     child: &Child,
-    stdin: Option<OwnedFd>,
+    stdin: &mut Option<OwnedFd>,
     stdout: Option<pipe::Receiver>,
     input: Bytes,
     output: &mut Vec<u8>,
     cap: Option<usize>,
     stop: impl FnMut(&[u8]) -> bool,
-) -> bool {
-    let write = async move {
-        if let Some(stdin) = stdin {
-            write_input(stdin, &input).await;
-        }
-    };
-    alongside(collect(stdout, child, output, cap, stop), write).await
+) -> Exchanged {
+    alongside(collect(stdout, child, output, cap, stop), write_input(stdin, &input)).await
 }
 
 async fn collect(
@@ -431,22 +453,22 @@ async fn collect(
     output: &mut Vec<u8>,
     cap: Option<usize>,
     stop: impl FnMut(&[u8]) -> bool,
-) -> bool {
+) -> Exchanged {
     if let Some(mut stdout) = stdout {
         let read = read_all(&mut stdout, output, cap, stop);
         tokio::pin!(read);
-        let whole = tokio::select! {
-            whole = &mut read => whole,
+        let read = tokio::select! {
+            read = &mut read => read,
             () = exited_while_output_open(child) => {
-                tokio::time::timeout(OUTPUT_GRACE, &mut read).await.unwrap_or(true)
+                tokio::time::timeout(OUTPUT_GRACE, &mut read).await.unwrap_or(Exchanged::Whole)
             }
         };
-        if !whole {
-            return false;
+        if !matches!(read, Exchanged::Whole) {
+            return read;
         }
     }
     child.exited().await;
-    true
+    Exchanged::Whole
 }
 
 /// Most functions end their output by exiting, and then one `waitid` after the end of output
@@ -458,14 +480,14 @@ async fn exited_while_output_open(child: &Child) {
     child.exited().await;
 }
 
-/// Reads to the end of `pipe` (`true`), or until `stop` says so (`false`); never holds more
+/// Reads to the end of `pipe` ([`Exchanged::Whole`]), or until `stop` says so; never holds more
 /// than `cap` bytes.
 async fn read_all(
     pipe: &mut pipe::Receiver,
     out: &mut Vec<u8>,
     cap: Option<usize>,
     mut stop: impl FnMut(&[u8]) -> bool,
-) -> bool {
+) -> Exchanged {
     loop {
         // Most functions answer in a few hundred bytes: start small, then double (by at most
         // 1 MiB a step) so that big outputs still take few reads.
@@ -473,14 +495,15 @@ async fn read_all(
             let step = out.capacity().clamp(512, 1 << 20);
             let step = cap.map_or(step, |cap| step.min(cap.saturating_sub(out.len())));
             if step == 0 {
-                return false;
+                return Exchanged::Stopped;
             }
             out.reserve_exact(step);
         }
         match pipe.read_buf(out).await {
-            Ok(0) | Err(_) => return true,
-            Ok(_) if stop(out) => return false,
+            Ok(0) => return Exchanged::Whole,
+            Ok(_) if stop(out) => return Exchanged::Stopped,
             Ok(_) => {}
+            Err(e) => return Exchanged::Failed(e),
         }
     }
 }

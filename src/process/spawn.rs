@@ -11,20 +11,22 @@
 //! child (every signal instead of the few that have handlers).
 
 use std::cell::RefCell;
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A program to run, prepared once: its argument vector as C strings and, for a bare name, the
 /// path found on `$PATH` (looked up again after an `execve` that could not find it).
 pub struct Program {
     name: String,
     argv: Vec<CString>,
-    resolved: Mutex<Option<CString>>,
+    /// The path `execve` gets: the name when it has a `/`, else what `$PATH` gave (then `None`
+    /// until looked up, and again after an `execve` that could not find it).
+    resolved: Mutex<Option<Arc<CStr>>>,
 }
 
 /// The child's standard streams: descriptors in the parent, `dup2`ed to 0, 1 and 2 and made
@@ -101,7 +103,8 @@ impl Program {
         let name = argv.first().cloned().unwrap_or_default();
         // Values from the environment cannot contain NUL, so nothing is lost here.
         let argv = argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
-        Program { name, argv, resolved: Mutex::new(None) }
+        let direct = name.contains('/').then(|| CString::new(name.as_bytes()).ok()).flatten();
+        Program { name, argv, resolved: Mutex::new(direct.map(Arc::from)) }
     }
 
     pub fn name(&self) -> &str {
@@ -110,21 +113,24 @@ impl Program {
 
     /// The path to execute: the name itself when it contains a `/`, else the first executable
     /// file of that name on `$PATH` (as Go's `exec.LookPath`).
-    fn path(&self) -> Result<CString, Failure> {
-        if self.name.contains('/') {
-            return CString::new(self.name.as_bytes()).map_err(|_| Failure::NotFound);
-        }
+    fn path(&self) -> Result<Arc<CStr>, Failure> {
         let mut cached = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = &*cached {
-            return Ok(path.clone());
+            return Ok(Arc::clone(path));
         }
-        let path = find_on_path(&self.name).ok_or(Failure::NotFound)?;
-        *cached = Some(path.clone());
+        if self.name.contains('/') {
+            return Err(Failure::NotFound);
+        }
+        let path: Arc<CStr> = find_on_path(&self.name).ok_or(Failure::NotFound)?.into();
+        *cached = Some(Arc::clone(&path));
         Ok(path)
     }
 
+    /// After `execve` could not find it: look a bare name up on `$PATH` again next time.
     fn forget_path(&self) {
-        *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !self.name.contains('/') {
+            *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     /// Starts the program in a new process group with `stdio`, the watchdog's environment plus

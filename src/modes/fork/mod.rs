@@ -3,8 +3,9 @@
 //! collects or streams its output, races the time limits, kills and reaps it, and answers; a
 //! [`Policy`] per mode chooses between the ways of doing each step and the answer to each outcome.
 //!
-//! `exec_timeout` counts from the function's start in all three (in streaming mode that is the
-//! request's arrival: the body is not read first), `write_timeout` from the request's arrival.
+//! `exec_timeout` counts from the function's start in all three (in streaming mode that is as soon
+//! as the request is admitted: the body is not read first), `write_timeout` from the request's
+//! arrival.
 
 mod policy;
 mod run;
@@ -28,7 +29,7 @@ use crate::cgi_response::{self, Head, Parsed};
 use crate::config::{Config, go_duration};
 use crate::function_logs::{self, Stream};
 use crate::logging::{self, Output};
-use crate::process::{self, Child, Program, Spec, Stderr};
+use crate::process::{self, Child, Exchanged, Program, Spec, Stderr};
 use crate::{answers, json_log};
 use crate::{cgi, marshal};
 pub use policy::Policy;
@@ -93,9 +94,12 @@ impl Fork {
         let outcome = run::run(child, stdin, self.limits(scope), cfg, async |child: &Child, stdin: &mut _| {
             let mut check = OutputCheck::new(cfg);
             let cap = check.limit.map(|limit| limit.saturating_add(1));
-            let whole =
-                process::exchange(child, Option::take(stdin), stdout, input, &mut output, cap, |out| check.stop(out));
-            if whole.await { Ending::Exited } else { check.ending(&output) }
+            let exchanged = process::exchange(child, stdin, stdout, input, &mut output, cap, |out| check.stop(out));
+            match exchanged.await {
+                Exchanged::Whole => Ending::Exited,
+                Exchanged::Stopped => check.ending(&output),
+                Exchanged::Failed(e) => Ending::OutputFailed(e.to_string()),
+            }
         })
         .await;
         self.answer(&outcome, output, parts.headers.get(CONTENT_TYPE), scope, log)
@@ -135,6 +139,7 @@ impl Fork {
             (Ending::InputBroken(e), _) => Verdict::BadInput(e),
             (Ending::InvalidHead(why), _) => Verdict::InvalidHead(why),
             (Ending::OutputTooLarge, _) => Verdict::OutputTooLarge,
+            (Ending::OutputFailed(e), _) => Verdict::Failed(format!("reading the function's output: {e}")),
             (_, Some(error)) => Verdict::Failed(error),
             (_, None) => Verdict::Success,
         }
@@ -280,13 +285,15 @@ impl Fork {
 struct OutputCheck {
     limit: Option<usize>,
     /// The header block is still to be checked.
-    head: bool,
+    head_pending: bool,
+    /// How much of the output was looked at for the header block.
+    seen: usize,
 }
 
 impl OutputCheck {
     fn new(cfg: &Config) -> OutputCheck {
         let limit = cfg.max_response_body.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
-        OutputCheck { limit, head: cfg.cgi_response }
+        OutputCheck { limit, head_pending: cfg.cgi_response, seen: 0 }
     }
 
     /// Whether to stop reading `output`.
@@ -294,20 +301,29 @@ impl OutputCheck {
         if self.limit.is_some_and(|limit| output.len() > limit) {
             return true;
         }
-        match self.head.then(|| cgi_response::parse(output, false)) {
-            Some(Parsed::Invalid { .. }) => true,
-            Some(Parsed::Head { .. }) => {
-                self.head = false;
+        // Only a new line can complete or refuse the block (or its size, refuse it).
+        let new = &output[self.seen.min(output.len())..];
+        self.seen = output.len();
+        if !self.head_pending || (!new.contains(&b'\n') && output.len() <= cgi_response::MAX_HEAD) {
+            return false;
+        }
+        match cgi_response::parse(output, false) {
+            Parsed::Invalid { .. } => true,
+            Parsed::Head { .. } => {
+                self.head_pending = false;
                 false
             }
-            _ => false,
+            Parsed::Partial => false,
         }
     }
 
     /// Why reading stopped.
     fn ending(&self, output: &[u8]) -> Ending {
+        if !self.head_pending {
+            return Ending::OutputTooLarge;
+        }
         match cgi_response::parse(output, false) {
-            Parsed::Invalid { why, line } if self.head => {
+            Parsed::Invalid { why, line } => {
                 log::info!("Function's CGI header block refused: {why}: {line:?}");
                 Ending::InvalidHead(why)
             }
@@ -317,7 +333,7 @@ impl OutputCheck {
 }
 
 /// The answer to a run, before it is built.
-enum Verdict<'a> {
+pub(super) enum Verdict<'a> {
     Success,
     /// The function failed: 500 with the error and the output.
     Failed(String),

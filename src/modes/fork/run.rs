@@ -24,11 +24,13 @@ pub enum Ending {
     /// The client went away.
     ClientGone,
     /// HEAD: the first output decided the status, and no body is sent.
-    HeadSent,
+    HeadAnswered,
     /// The output did not start with a valid CGI header block (`cgi_response`).
     InvalidHead(String),
     /// The output passed `max_response_body`.
     OutputTooLarge,
+    /// Reading the output failed.
+    OutputFailed(String),
 }
 
 /// How a run ended, with the leader's exit status (the SIGKILL's, when it was stopped).
@@ -43,7 +45,7 @@ impl Outcome {
     pub fn error(&self) -> Option<String> {
         match self.ending {
             Ending::Exited if self.status.success() => None,
-            Ending::HeadSent => None,
+            Ending::HeadAnswered => None,
             _ => Some(describe(self.status)),
         }
     }
@@ -74,12 +76,13 @@ pub async fn run<S>(
         ending = exchange(&child, &mut stdin) => ending,
     };
     match &ending {
-        Ending::Exited | Ending::HeadSent => {}
+        Ending::Exited | Ending::HeadAnswered => {}
         Ending::Interrupted(why) => why.log(cfg),
         Ending::InputBroken(e) => log::info!("Killing process: {} - {e}", cfg.fprocess),
         Ending::ClientGone => log::info!("Killing process: {} - the client went away", cfg.fprocess),
         Ending::InvalidHead(_) => log::info!("Killing process: {} - its CGI header block was refused", cfg.fprocess),
         Ending::OutputTooLarge => log::info!("Killing process: {} - its output passed max_response_body", cfg.fprocess),
+        Ending::OutputFailed(e) => log::info!("Killing process: {} - reading its output failed: {e}", cfg.fprocess),
     }
     // An exited leader is reaped at once; reaping kills whatever it left running in its group.
     let status = match ending {

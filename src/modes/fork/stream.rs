@@ -30,7 +30,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
 
 use super::run::{self, Ending, Limits};
-use super::{Fork, RequestLog};
+use super::{Fork, RequestLog, Verdict};
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
 use crate::cgi_response::{self, Head, Parsed};
@@ -75,20 +75,30 @@ pub async fn respond(
             return log.done(fork.failure(&error, &[], &scope), &scope);
         }
     };
-    let head = parts.method == Method::HEAD;
+    let is_head_request = parts.method == Method::HEAD;
     let (tx, mut events) = mpsc::channel(1);
     let demand = Arc::new(Notify::new());
-    let cgi = fork.cfg.cgi_response.then(Vec::new);
-    let pump = Pump { tx, demand: Arc::clone(&demand), head, started: false, sent: 0, cgi };
     let limits = fork.limits(&scope);
-    tokio::spawn(pump.run(Arc::clone(&fork), child, stdin, body, limits, scope.clone(), log));
+    let pump = Pump {
+        cgi: fork.cfg.cgi_response.then(Vec::new),
+        fork: Arc::clone(&fork),
+        scope: scope.clone(),
+        log,
+        tx,
+        demand: Arc::clone(&demand),
+        is_head_request,
+        head_sent: false,
+        status: StatusCode::OK,
+        sent: 0,
+    };
+    tokio::spawn(pump.run(child, stdin, body, limits));
     let (cgi, first) = match events.recv().await {
         Some(Event::Data(first)) => (None, first),
         Some(Event::Head(cgi, first)) => (Some(cgi), first),
         Some(Event::Whole(response)) => return response,
         Some(Event::End | Event::Cut(_)) | None => return answers::output_lost(),
     };
-    let body = match head {
+    let body = match is_head_request {
         // HEAD: the pump stops the function once the first output has decided the status.
         true => Body::empty(),
         false => Body::stream(Output { first: Some(first).filter(|b| !b.is_empty()), events, demand, asked: false }),
@@ -98,13 +108,18 @@ pub async fn respond(
 
 /// One request's run, and the bytes to and from it.
 struct Pump {
+    fork: Arc<Fork>,
+    scope: Scope,
+    log: RequestLog,
     tx: mpsc::Sender<Event>,
     /// Notified by the response when it wants the next chunk.
     demand: Arc<Notify>,
-    /// A HEAD request: only the first output is needed.
-    head: bool,
+    /// Only the first output is needed: it decides the status.
+    is_head_request: bool,
     /// The response's head went out: from now on a failure cuts the response.
-    started: bool,
+    head_sent: bool,
+    /// The status of the head that went out (the CGI block's, or 200).
+    status: StatusCode,
     /// Output bytes handed to the response so far.
     sent: u64,
     /// `cgi_response`: the output so far, while its header block is not complete.
@@ -112,24 +127,15 @@ struct Pump {
 }
 
 impl Pump {
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
-        mut self,
-        fork: Arc<Fork>,
-        mut child: Child,
-        stdin: Option<pipe::Sender>,
-        body: RequestBody,
-        limits: Limits,
-        scope: Scope,
-        log: RequestLog,
-    ) {
+    async fn run(mut self, mut child: Child, stdin: Option<pipe::Sender>, body: RequestBody, limits: Limits) {
         let stdout = child.stdout.take();
+        let fork = Arc::clone(&self.fork);
         let idle = fork.cfg.read_timeout;
         let outcome = run::run(child, stdin, limits, &fork.cfg, async |child: &Child, stdin: &mut _| {
             self.exchange(child, stdout, stdin, body, idle).await
         })
         .await;
-        self.finish(&fork, outcome, &scope, &log).await;
+        self.finish(outcome).await;
     }
 
     /// Moves output to the response and input to the function until the function has exited and
@@ -168,7 +174,7 @@ impl Pump {
                     Some(chunk) => match self.take(chunk) {
                         Taken::More => {}
                         Taken::Sent => wanted = false,
-                        Taken::HeadSent => return Ending::HeadSent,
+                        Taken::HeadAnswered => return Ending::HeadAnswered,
                         Taken::ClientGone => return Ending::ClientGone,
                         Taken::Invalid(why) => return Ending::InvalidHead(why),
                     },
@@ -186,6 +192,10 @@ impl Pump {
             None => Event::Data(chunk),
             Some(held) => {
                 held.extend_from_slice(&chunk);
+                // Only a new line can complete or refuse the block (or its size, refuse it).
+                if !chunk.contains(&b'\n') && held.len() <= cgi_response::MAX_HEAD {
+                    return Taken::More;
+                }
                 match cgi_response::parse(held, false) {
                     Parsed::Partial => return Taken::More,
                     Parsed::Invalid { why, line } => {
@@ -193,7 +203,8 @@ impl Pump {
                         return Taken::Invalid(why);
                     }
                     Parsed::Head { head, body } => {
-                        let rest = Bytes::copy_from_slice(&held[body..]);
+                        self.status = head.status;
+                        let rest = Bytes::from(std::mem::take(held)).slice(body..);
                         self.cgi = None;
                         Event::Head(head, rest)
                     }
@@ -208,9 +219,9 @@ impl Pump {
         if self.tx.try_send(event).is_err() {
             return Taken::ClientGone;
         }
-        self.started = true;
-        if self.head {
-            return Taken::HeadSent;
+        self.head_sent = true;
+        if self.is_head_request {
+            return Taken::HeadAnswered;
         }
         self.sent += len;
         Taken::Sent
@@ -218,14 +229,15 @@ impl Pump {
 
     /// Ends the response: the whole answer if nothing was sent, else the end of the stream, or its
     /// cut when the run failed.
-    async fn finish(mut self, fork: &Fork, outcome: run::Outcome, scope: &Scope, log: &RequestLog) {
+    async fn finish(mut self, outcome: run::Outcome) {
+        let (fork, scope, log) = (&self.fork, &self.scope, &self.log);
         match outcome.ending {
-            Ending::HeadSent => return log.streamed(StatusCode::OK, 0, scope),
-            Ending::ClientGone if !self.started => return,
-            Ending::ClientGone => return log.streamed(StatusCode::OK, self.sent, scope),
+            Ending::HeadAnswered => return log.streamed(self.status, 0, scope),
+            Ending::ClientGone if !self.head_sent => return,
+            Ending::ClientGone => return log.streamed(self.status, self.sent, scope),
             _ => {}
         }
-        if !self.started {
+        if !self.head_sent {
             // With `cgi_response`, what came of a header block that never completed.
             let output = self.cgi.take().unwrap_or_default();
             let answer = log.done(fork.answer(&outcome, output, None, scope, log), scope);
@@ -235,12 +247,13 @@ impl Pump {
         if let Some(error) = outcome.error() {
             log::info!("Function failed: {error} (after {} of output)", HumanSize(self.sent));
         }
-        let status = fork.verdict(&outcome).status();
-        let event = if status == StatusCode::OK {
-            Event::End
-        } else {
-            log::info!("Response cut after {} of output: it failed with {}", HumanSize(self.sent), status.as_u16());
-            Event::Cut(status)
+        let (event, status) = match fork.verdict(&outcome) {
+            Verdict::Success => (Event::End, self.status),
+            verdict => {
+                let status = verdict.status();
+                log::info!("Response cut after {} of output: it failed with {}", HumanSize(self.sent), status.as_u16());
+                (Event::Cut(status), status)
+            }
         };
         log.streamed(status, self.sent, scope);
         let _ = self.tx.send(event).await;
@@ -253,7 +266,7 @@ enum Taken {
     More,
     Sent,
     /// HEAD: the first output decided the status.
-    HeadSent,
+    HeadAnswered,
     ClientGone,
     /// The CGI header block was refused.
     Invalid(String),
