@@ -17,13 +17,14 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procfs::{blocked_on_a_pipe, cpu_ticks, idle_usage, usage};
+use common::procfs::{blocked_on_a_pipe, bytes_written, cpu_ticks, idle_usage, proc_stat, usage};
 use common::stress::{Outcome, Slowloris, exchange, peer_closed};
 use common::upstream::Function;
 use common::*;
@@ -822,22 +823,51 @@ fn streaming_clients_that_never_read_hold_little_memory() {
             socket
         })
         .collect();
-    // The pipes and socket buffers fill within moments; then nothing moves. Sampled every 300 ms
-    // until two samples agree.
-    let mut last = 0;
-    let held = wait_for(Duration::from_secs(20), "memory to settle", || {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = usage(wd.pid()).rss_kib;
-        let settled = now.abs_diff(last) < 64;
-        last = now;
-        settled.then_some(now)
+    // Once every function is blocked on its full pipe and writes nothing more, the socket buffers
+    // and whatever the watchdog holds in between are full too, and nothing moves: one sample
+    // tells. A function that ended had all its output taken (the watchdog holds it).
+    let mut functions = HashSet::new();
+    let mut before = Vec::new();
+    let stuck = wait_for(Duration::from_secs(20), "every function stuck on its pipe, or ended", || {
+        functions.extend(wd.descendants());
+        let mut now: Vec<(u32, Writer)> = functions.iter().map(|&pid| (pid, writer(pid))).collect();
+        now.sort_unstable_by_key(|&(pid, _)| pid);
+        let still = now.iter().all(|(_, w)| *w != Writer::Writing) && now == before;
+        before = now;
+        (functions.len() >= clients.len() && still).then(|| before.clone())
     });
+    let held = usage(wd.pid()).rss_kib;
     let per_client = held.saturating_sub(idle) / clients.len() as u64;
+    let out: Vec<u64> =
+        stuck.iter().filter_map(|(_, w)| if let Writer::Blocked(n) = w { Some(n >> 10) } else { None }).collect();
     eprintln!(
-        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client"
+        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client; \
+         each function blocked after {}-{} KiB of output",
+        out.iter().min().unwrap_or(&0),
+        out.iter().max().unwrap_or(&0)
     );
+    let ended = stuck.iter().filter(|(_, w)| *w == Writer::Ended).count();
+    assert_eq!(ended, 0, "functions ended: all their 100 MB was taken although no client reads");
     assert!(per_client < 512, "{per_client} KiB per client that never reads");
     drop(clients);
+}
+
+/// What a function is doing with its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writer {
+    /// Blocked on its full pipe, after writing this many bytes.
+    Blocked(u64),
+    Ended,
+    Writing,
+}
+
+fn writer(pid: u32) -> Writer {
+    match proc_stat(pid) {
+        None => Writer::Ended,
+        Some(p) if p.state == 'Z' => Writer::Ended,
+        _ if blocked_on_a_pipe(pid) => bytes_written(pid).map_or(Writer::Writing, Writer::Blocked),
+        _ => Writer::Writing,
+    }
 }
 
 /// A connection with a small receive buffer, so that the watchdog's side fills up quickly.

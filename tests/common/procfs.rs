@@ -1,6 +1,6 @@
 //! What /proc says about processes: the watchdog's descendants, survivors found by a marker in
 //! their command line, zombies, open descriptors, memory, threads, CPU time, and the TCP
-//! connections a port holds.
+//! connections a port holds, and what a process has written.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -154,6 +154,12 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     // After the command: state is field 3 of the man page, utime 14 and stime 15.
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     field(14) + field(15)
+}
+
+/// Bytes `pid` has written so far, to anything (`wchar` of /proc/<pid>/io).
+pub fn bytes_written(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
 }
 
 /// Whether a thread of `pid` is blocked writing to a full pipe.
