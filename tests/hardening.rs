@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procfs::{blocked_on_a_pipe, bytes_written, cpu_ticks, idle_usage, proc_stat, usage};
+use common::procfs::{blocked_on_a_pipe, blocked_reading, bytes_written, cpu_ticks, idle_usage, proc_stat, usage};
 use common::stress::{Outcome, Slowloris, exchange, peer_closed};
 use common::upstream::Function;
 use common::*;
@@ -736,22 +736,37 @@ fn streaming_stalled_uploads_hold_bounded_memory() {
 
 /// Nobody reads the watchdog's stdout and stderr (a stuck log collector), so its writes to them
 /// block once the pipes are full. `/_/health`, `/_/ready` and `/metrics` keep answering
-/// meanwhile; function requests wait for the log and all complete once it is read again.
+/// meanwhile; function requests wait for the log and all complete once it is read again, and
+/// every line their functions wrote to stderr is in the log: none dropped.
+///
+/// The first request of each client starts while the log is still empty, and all their functions
+/// write at once (they wait at a gate first): a burst of 24 x 20 000 short lines, about 14 MB of
+/// log, well past the 4 MiB that the watchdog queues before it drops its own log lines.
 fn log_nobody_reads(p: &Profile) {
-    // Every request logs two lines, 400 lines of its function's stderr, and (write_debug) its
-    // output on stdout: the pipes are full after a few dozen.
-    let wd = p.start_with_metrics(&[
-        ("fprocess", "sh -c 'cat; seq 1 400 >&2'"),
-        ("combine_output", "false"),
-        ("write_debug", "true"),
-    ]);
+    const CLIENTS: usize = 24;
+    const REQUESTS: usize = 2;
+    const ALL: usize = CLIENTS * REQUESTS;
+    /// Short lines: the most log lines for the fewest bytes in a function's pipe.
+    const LINES: usize = 20_000;
+    let dir = TempDir::new();
+    let (gate, lines) = (dir.path().join("gate"), dir.path().join("lines"));
+    std::fs::write(&lines, "y\n".repeat(LINES)).unwrap();
+    let fifo = std::ffi::CString::new(gate.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path, and a FIFO that this test owns.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
+    // Read and write: opening it never blocks, and the functions' reads wait for its lines.
+    let mut opener = std::fs::OpenOptions::new().read(true).write(true).open(&gate).unwrap();
+    // Every request logs a line or two, its function's 20 000 lines of stderr (about 600 KB of
+    // log) and (write_debug) its output on stdout.
+    let fprocess = format!("sh -c 'cat; read go < {}; cat {} >&2'", gate.display(), lines.display());
+    let wd = p.start_with_metrics(&[("fprocess", &fprocess), ("combine_output", "false"), ("write_debug", "true")]);
     wd.hold_output();
     let (port, done) = (wd.port, std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let done = std::sync::Arc::clone(&done);
             std::thread::spawn(move || {
-                for i in 0..40 {
+                for i in 0..REQUESTS {
                     let body = format!("client {c} request {i} ").repeat(20);
                     let r = send(port, &build_request("POST", "/", &[], body.as_bytes())).expect("answered");
                     assert_eq!((r.status, r.text()), (200, body));
@@ -760,11 +775,19 @@ fn log_nobody_reads(p: &Profile) {
             })
         })
         .collect();
+    // As /proc names it.
+    let gate = gate.canonicalize().unwrap();
+    wait_for(Duration::from_secs(30), "a function per client at the gate", || {
+        let waiting = wd.descendants().into_iter().filter(|&pid| blocked_reading(pid, &gate)).count();
+        (waiting == CLIENTS).then_some(())
+    });
+    // A line for every request: the waiting ones go all at once, the later ones straight through.
+    opener.write_all("go\n".repeat(ALL).as_bytes()).unwrap();
     wait_for(Duration::from_secs(60), "the watchdog blocked on its full log pipe", || {
         blocked_on_a_pipe(wd.pid()).then_some(())
     });
     let blocked_after = done.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(blocked_after < 320, "the log blocked only after every request was done");
+    assert!(blocked_after < ALL, "the log blocked only after every request was done");
 
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -786,9 +809,22 @@ fn log_nobody_reads(p: &Profile) {
         client.join().expect("every request answered with its output");
     }
     wd.wait_for_log(p.request_log, Duration::from_secs(5));
+    // The lines may come after the answers. From a watchdog that drops some, they never all come:
+    // what came within 30 s is judged.
+    let expected = ALL * LINES;
+    let patience = Instant::now() + Duration::from_secs(30);
+    let (logged, log) = wait_for(Duration::from_secs(60), "every stderr line in the log", || {
+        let log = wd.logs();
+        let logged = log.lines().filter(|line| line.ends_with(" stderr: y")).count();
+        (logged >= expected || Instant::now() > patience).then_some((logged, log))
+    });
+    let report = log.lines().find(|line| line.contains("log lines dropped"));
+    assert_eq!(logged, expected, "stderr lines in the log; {}", report.unwrap_or("no drop reported"));
+    assert!(report.is_none(), "{report:?}");
     eprintln!(
-        "log nobody reads[{}]: blocked after {blocked_after} of 320 requests ({while_blocked} done while probed); \
-         health, ready, metrics answered in at most {:.1} ms; all 320 done once the log was read",
+        "log nobody reads[{}]: blocked after {blocked_after} of {ALL} requests ({while_blocked} done while probed); \
+         health, ready, metrics answered in at most {:.1} ms; all {ALL} done once the log was read, with all \
+         {expected} lines of their stderr",
         p.mode,
         slowest.as_secs_f64() * 1000.0
     );

@@ -1,8 +1,9 @@
 //! What /proc says about processes: the watchdog's descendants, survivors found by a marker in
 //! their command line, zombies, open descriptors, memory, threads, CPU time, and the TCP
-//! connections a port holds, and what a process has written.
+//! connections a port holds, what a process has written, and what it waits for.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::wait::wait_for;
@@ -164,8 +165,20 @@ pub fn bytes_written(pid: u32) -> Option<u64> {
 
 /// Whether a thread of `pid` is blocked writing to a full pipe.
 pub fn blocked_on_a_pipe(pid: u32) -> bool {
+    waits_in(pid, "pipe_write")
+}
+
+/// Whether `pid` is blocked reading the FIFO at `fifo` (one of its descriptors), which is empty.
+pub fn blocked_reading(pid: u32, fifo: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    let holds = fds.filter_map(Result::ok).any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == fifo));
+    holds && waits_in(pid, "pipe_read")
+}
+
+/// Whether a thread of `pid` sleeps in the kernel function `wchan`.
+fn waits_in(pid: u32, wchan: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks
         .filter_map(Result::ok)
-        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("pipe_write")))
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|name| name.contains(wchan)))
 }
