@@ -120,15 +120,27 @@ pub fn client_connections(port: u16) -> usize {
     open_connections(port, REMOTE_ADDRESS)
 }
 
+/// Connections to a server on `port` that are established on the client's side: neither closed by
+/// the server (that makes them CLOSE_WAIT) nor by the client.
+pub fn established_client_connections(port: u16) -> usize {
+    connections(port, REMOTE_ADDRESS, &[ESTABLISHED])
+}
+
 /// Columns of /proc/net/tcp: `sl local_address rem_address st ...`.
 const LOCAL_ADDRESS: usize = 1;
 const REMOTE_ADDRESS: usize = 2;
 const STATE: usize = 3;
+/// Values of its `st` column.
+const ESTABLISHED: &str = "01";
+const CLOSE_WAIT: &str = "08";
 
 /// Sockets whose address in column `side` has `port` and that are established or in CLOSE_WAIT.
 fn open_connections(port: u16, side: usize) -> usize {
-    const ESTABLISHED: &str = "01";
-    const CLOSE_WAIT: &str = "08";
+    connections(port, side, &[ESTABLISHED, CLOSE_WAIT])
+}
+
+/// Sockets whose address in column `side` has `port` and that are in one of `states`.
+fn connections(port: u16, side: usize, states: &[&str]) -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(table).ok())
@@ -137,7 +149,7 @@ fn open_connections(port: u16, side: usize) -> usize {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let address_port =
                 fields.get(side).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            address_port == Some(port) && matches!(fields.get(STATE), Some(&ESTABLISHED | &CLOSE_WAIT))
+            address_port == Some(port) && fields.get(STATE).is_some_and(|state| states.contains(state))
         })
         .count()
 }
