@@ -43,8 +43,12 @@ fn sizes_take_units_and_bad_ones_stop_the_start() {
         let log = String::from_utf8_lossy(&out.stderr);
         let refused = format!("max_request_body: expected bytes, or a size like 512KiB, 4MiB or 1GB, got {value:?}");
         assert_eq!(log.contains(&refused), !ok, "{value}: {log}");
-        if !ok {
-            assert_eq!(out.status.code(), Some(2), "{value}: {log}");
+        // 2 is a configuration refused; an accepted one fails later, on the lock file in a TMPDIR
+        // that does not exist (or, unprivileged, on port 1), with another code.
+        let code = out.status.code();
+        match ok {
+            true => assert!(code.is_some_and(|c| c != 2), "{value} is accepted, yet exit {code:?}: {log}"),
+            false => assert_eq!(code, Some(2), "{value}: {log}"),
         }
     }
 }

@@ -17,13 +17,14 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procfs::{blocked_on_a_pipe, cpu_ticks, idle_usage, usage};
+use common::procfs::{blocked_on_a_pipe, blocked_reading, bytes_written, cpu_ticks, idle_usage, proc_stat, usage};
 use common::stress::{Outcome, Slowloris, exchange, peer_closed};
 use common::upstream::Function;
 use common::*;
@@ -735,22 +736,37 @@ fn streaming_stalled_uploads_hold_bounded_memory() {
 
 /// Nobody reads the watchdog's stdout and stderr (a stuck log collector), so its writes to them
 /// block once the pipes are full. `/_/health`, `/_/ready` and `/metrics` keep answering
-/// meanwhile; function requests wait for the log and all complete once it is read again.
+/// meanwhile; function requests wait for the log and all complete once it is read again, and
+/// every line their functions wrote to stderr is in the log: none dropped.
+///
+/// The first request of each client starts while the log is still empty, and all their functions
+/// write at once (they wait at a gate first): a burst of 24 x 20 000 short lines, about 14 MB of
+/// log, well past the 4 MiB that the watchdog queues before it drops its own log lines.
 fn log_nobody_reads(p: &Profile) {
-    // Every request logs two lines, 400 lines of its function's stderr, and (write_debug) its
-    // output on stdout: the pipes are full after a few dozen.
-    let wd = p.start_with_metrics(&[
-        ("fprocess", "sh -c 'cat; seq 1 400 >&2'"),
-        ("combine_output", "false"),
-        ("write_debug", "true"),
-    ]);
+    const CLIENTS: usize = 24;
+    const REQUESTS: usize = 2;
+    const ALL: usize = CLIENTS * REQUESTS;
+    /// Short lines: the most log lines for the fewest bytes in a function's pipe.
+    const LINES: usize = 20_000;
+    let dir = TempDir::new();
+    let (gate, lines) = (dir.path().join("gate"), dir.path().join("lines"));
+    std::fs::write(&lines, "y\n".repeat(LINES)).unwrap();
+    let fifo = std::ffi::CString::new(gate.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path, and a FIFO that this test owns.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
+    // Read and write: opening it never blocks, and the functions' reads wait for its lines.
+    let mut opener = std::fs::OpenOptions::new().read(true).write(true).open(&gate).unwrap();
+    // Every request logs a line or two, its function's 20 000 lines of stderr (about 600 KB of
+    // log) and (write_debug) its output on stdout.
+    let fprocess = format!("sh -c 'cat; read go < {}; cat {} >&2'", gate.display(), lines.display());
+    let wd = p.start_with_metrics(&[("fprocess", &fprocess), ("combine_output", "false"), ("write_debug", "true")]);
     wd.hold_output();
     let (port, done) = (wd.port, std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let done = std::sync::Arc::clone(&done);
             std::thread::spawn(move || {
-                for i in 0..40 {
+                for i in 0..REQUESTS {
                     let body = format!("client {c} request {i} ").repeat(20);
                     let r = send(port, &build_request("POST", "/", &[], body.as_bytes())).expect("answered");
                     assert_eq!((r.status, r.text()), (200, body));
@@ -759,11 +775,19 @@ fn log_nobody_reads(p: &Profile) {
             })
         })
         .collect();
+    // As /proc names it.
+    let gate = gate.canonicalize().unwrap();
+    wait_for(Duration::from_secs(30), "a function per client at the gate", || {
+        let waiting = wd.descendants().into_iter().filter(|&pid| blocked_reading(pid, &gate)).count();
+        (waiting == CLIENTS).then_some(())
+    });
+    // A line for every request: the waiting ones go all at once, the later ones straight through.
+    opener.write_all("go\n".repeat(ALL).as_bytes()).unwrap();
     wait_for(Duration::from_secs(60), "the watchdog blocked on its full log pipe", || {
         blocked_on_a_pipe(wd.pid()).then_some(())
     });
     let blocked_after = done.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(blocked_after < 320, "the log blocked only after every request was done");
+    assert!(blocked_after < ALL, "the log blocked only after every request was done");
 
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -785,9 +809,22 @@ fn log_nobody_reads(p: &Profile) {
         client.join().expect("every request answered with its output");
     }
     wd.wait_for_log(p.request_log, Duration::from_secs(5));
+    // The lines may come after the answers. From a watchdog that drops some, they never all come:
+    // what came within 30 s is judged.
+    let expected = ALL * LINES;
+    let patience = Instant::now() + Duration::from_secs(30);
+    let (logged, log) = wait_for(Duration::from_secs(60), "every stderr line in the log", || {
+        let log = wd.logs();
+        let logged = log.lines().filter(|line| line.ends_with(" stderr: y")).count();
+        (logged >= expected || Instant::now() > patience).then_some((logged, log))
+    });
+    let report = log.lines().find(|line| line.contains("log lines dropped"));
+    assert_eq!(logged, expected, "stderr lines in the log; {}", report.unwrap_or("no drop reported"));
+    assert!(report.is_none(), "{report:?}");
     eprintln!(
-        "log nobody reads[{}]: blocked after {blocked_after} of 320 requests ({while_blocked} done while probed); \
-         health, ready, metrics answered in at most {:.1} ms; all 320 done once the log was read",
+        "log nobody reads[{}]: blocked after {blocked_after} of {ALL} requests ({while_blocked} done while probed); \
+         health, ready, metrics answered in at most {:.1} ms; all {ALL} done once the log was read, with all \
+         {expected} lines of their stderr",
         p.mode,
         slowest.as_secs_f64() * 1000.0
     );
@@ -822,22 +859,51 @@ fn streaming_clients_that_never_read_hold_little_memory() {
             socket
         })
         .collect();
-    // The pipes and socket buffers fill within moments; then nothing moves. Sampled every 300 ms
-    // until two samples agree.
-    let mut last = 0;
-    let held = wait_for(Duration::from_secs(20), "memory to settle", || {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = usage(wd.pid()).rss_kib;
-        let settled = now.abs_diff(last) < 64;
-        last = now;
-        settled.then_some(now)
+    // Once every function is blocked on its full pipe and writes nothing more, the socket buffers
+    // and whatever the watchdog holds in between are full too, and nothing moves: one sample
+    // tells. A function that ended had all its output taken (the watchdog holds it).
+    let mut functions = HashSet::new();
+    let mut before = Vec::new();
+    let stuck = wait_for(Duration::from_secs(20), "every function stuck on its pipe, or ended", || {
+        functions.extend(wd.descendants());
+        let mut now: Vec<(u32, Writer)> = functions.iter().map(|&pid| (pid, writer(pid))).collect();
+        now.sort_unstable_by_key(|&(pid, _)| pid);
+        let still = now.iter().all(|(_, w)| *w != Writer::Writing) && now == before;
+        before = now;
+        (functions.len() >= clients.len() && still).then(|| before.clone())
     });
+    let held = usage(wd.pid()).rss_kib;
     let per_client = held.saturating_sub(idle) / clients.len() as u64;
+    let out: Vec<u64> =
+        stuck.iter().filter_map(|(_, w)| if let Writer::Blocked(n) = w { Some(n >> 10) } else { None }).collect();
     eprintln!(
-        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client"
+        "streaming, 20 clients that never read: RSS {idle} KiB idle, {held} KiB held, {per_client} KiB per client; \
+         each function blocked after {}-{} KiB of output",
+        out.iter().min().unwrap_or(&0),
+        out.iter().max().unwrap_or(&0)
     );
+    let ended = stuck.iter().filter(|(_, w)| *w == Writer::Ended).count();
+    assert_eq!(ended, 0, "functions ended: all their 100 MB was taken although no client reads");
     assert!(per_client < 512, "{per_client} KiB per client that never reads");
     drop(clients);
+}
+
+/// What a function is doing with its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writer {
+    /// Blocked on its full pipe, after writing this many bytes.
+    Blocked(u64),
+    Ended,
+    Writing,
+}
+
+fn writer(pid: u32) -> Writer {
+    match proc_stat(pid) {
+        None => Writer::Ended,
+        Some(p) if p.state == 'Z' => Writer::Ended,
+        _ if blocked_on_a_pipe(pid) => bytes_written(pid).map_or(Writer::Writing, Writer::Blocked),
+        _ => Writer::Writing,
+    }
 }
 
 /// A connection with a small receive buffer, so that the watchdog's side fills up quickly.

@@ -99,6 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def handle_any(self):
+        # One handler per connection: this counts the connection's requests.
+        self.on_connection = getattr(self, "on_connection", 0) + 1
         with open(os.path.join(STATE, "requests"), "a") as f:
             f.write("%s %s\n" % (self.command, self.path))
         path, _, query = self.path.partition("?")
@@ -194,10 +196,14 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, b"idle close")
         self.connection.settimeout(int(args.get("ms", "0")) / 1000)
 
-    def route_count_and_close(self, args, body):
-        # Counts the request and closes without an answer.
-        with open(os.path.join(STATE, "count-and-close"), "a") as f:
-            f.write("%s %d\n" % (self.command, len(body)))
+    def route_close_reused(self, args, body):
+        # Answers the first request on a connection. A later one is noted and the connection
+        # closed without an answer, as by a server whose keep-alive timeout ran out as it came.
+        reused = self.on_connection > 1
+        with open(os.path.join(STATE, "close-reused"), "a") as f:
+            f.write("%s %d %s\n" % (self.command, len(body), "closed" if reused else "answered"))
+        if not reused:
+            return self.reply(200, b"first on its connection")
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
 

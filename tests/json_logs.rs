@@ -201,14 +201,23 @@ fn http_mode_lines_are_json_with_the_functions_output_and_the_status_text() {
 
 #[test]
 fn bytes_that_are_not_utf8_are_escaped_and_kept() {
-    // `caf\xe9` (Latin-1), two stray bytes, then a real `é`, on stderr.
+    // `caf\xe9` (Latin-1), two stray bytes, then a real `é`, on stderr; then 20 000 `€` (3 bytes
+    // each), a line long enough that the reads of its pipe end inside characters.
+    let euros = "€".repeat(20_000);
     let dir = TempDir::new();
-    let script = dir.script("f.sh", "#!/bin/sh\nprintf 'caf\\351 \\377\\376 ok \\303\\251\\n' >&2\n");
+    let script = dir.script(
+        "f.sh",
+        &format!("#!/bin/sh\nprintf 'caf\\351 \\377\\376 ok \\303\\251\\n' >&2\nprintf '%s\\n' '{euros}' >&2\n"),
+    );
     let mut wd = start("serializing", &script, &[]);
     assert_eq!(wd.post("/", b"").status, 200);
     let line = wait_line(&wd, "the function's line", |v| v["stream"] == "stderr");
     assert_eq!(msg(&line), "caf\u{fffd} \u{fffd}\u{fffd} ok é", "{line}");
     assert_eq!(bytes_of(&line), b"caf\xe9 \xff\xfe ok \xc3\xa9", "msg_base64 holds the bytes as written: {line}");
+    let long = wait_line(&wd, "the long line", |v| v["stream"] == "stderr" && msg(v) != msg(&line));
+    let replaced = msg(&long).matches('\u{fffd}').count();
+    assert!(msg(&long) == euros, "the long line is {} bytes, {replaced} U+FFFD", msg(&long).len());
+    assert!(long.get("msg_base64").is_none(), "valid UTF-8 needs no msg_base64");
     stop(&mut wd);
     objects(&wd.logs());
     // Our capture replaces bytes that are not UTF-8 with U+FFFD: none may have come from the watchdog.

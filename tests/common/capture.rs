@@ -4,13 +4,14 @@
 use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Output read from the watchdog.
+/// Output read from the watchdog, kept as the bytes it wrote: a read can end inside a multi-byte
+/// character, so the text is decoded only when asked for ([`Capture::text`]), never per read.
 #[derive(Default)]
 pub struct Capture {
-    pub text: String,
+    bytes: Vec<u8>,
     /// Bytes read in all.
     pub total: usize,
-    /// Keep roughly the newest `limit` bytes of `text`.
+    /// Keep roughly the newest `limit` bytes.
     pub limit: Option<usize>,
     /// The stream reached its end (the watchdog closed it, usually by exiting).
     pub ended: bool,
@@ -22,15 +23,21 @@ impl Capture {
         Capture { limit, ..Capture::default() }
     }
 
+    /// What was kept, as text; bytes that are not UTF-8 (the watchdog wrote them) become U+FFFD.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len();
-        self.text.push_str(&String::from_utf8_lossy(bytes));
-        if let Some(limit) = self.limit.filter(|&l| self.text.len() > 2 * l) {
-            let mut cut = self.text.len() - limit;
-            while !self.text.is_char_boundary(cut) {
+        self.bytes.extend_from_slice(bytes);
+        if let Some(limit) = self.limit.filter(|&l| self.bytes.len() > 2 * l) {
+            // Past any continuation bytes, so that what is kept starts with a whole character.
+            let mut cut = self.bytes.len() - limit;
+            while self.bytes.get(cut).is_some_and(|&b| b & 0xC0 == 0x80) {
                 cut += 1;
             }
-            self.text.drain(..cut);
+            self.bytes.drain(..cut);
         }
     }
 }

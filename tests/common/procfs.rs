@@ -1,8 +1,9 @@
 //! What /proc says about processes: the watchdog's descendants, survivors found by a marker in
 //! their command line, zombies, open descriptors, memory, threads, CPU time, and the TCP
-//! connections a port holds.
+//! connections a port holds, what a process has written, and what it waits for.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::wait::wait_for;
@@ -119,15 +120,27 @@ pub fn client_connections(port: u16) -> usize {
     open_connections(port, REMOTE_ADDRESS)
 }
 
+/// Connections to a server on `port` that are established on the client's side: neither closed by
+/// the server (that makes them CLOSE_WAIT) nor by the client.
+pub fn established_client_connections(port: u16) -> usize {
+    connections(port, REMOTE_ADDRESS, &[ESTABLISHED])
+}
+
 /// Columns of /proc/net/tcp: `sl local_address rem_address st ...`.
 const LOCAL_ADDRESS: usize = 1;
 const REMOTE_ADDRESS: usize = 2;
 const STATE: usize = 3;
+/// Values of its `st` column.
+const ESTABLISHED: &str = "01";
+const CLOSE_WAIT: &str = "08";
 
 /// Sockets whose address in column `side` has `port` and that are established or in CLOSE_WAIT.
 fn open_connections(port: u16, side: usize) -> usize {
-    const ESTABLISHED: &str = "01";
-    const CLOSE_WAIT: &str = "08";
+    connections(port, side, &[ESTABLISHED, CLOSE_WAIT])
+}
+
+/// Sockets whose address in column `side` has `port` and that are in one of `states`.
+fn connections(port: u16, side: usize, states: &[&str]) -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(table).ok())
@@ -136,7 +149,7 @@ fn open_connections(port: u16, side: usize) -> usize {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let address_port =
                 fields.get(side).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            address_port == Some(port) && matches!(fields.get(STATE), Some(&ESTABLISHED | &CLOSE_WAIT))
+            address_port == Some(port) && fields.get(STATE).is_some_and(|state| states.contains(state))
         })
         .count()
 }
@@ -156,10 +169,28 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     field(14) + field(15)
 }
 
+/// Bytes `pid` has written so far, to anything (`wchar` of /proc/<pid>/io).
+pub fn bytes_written(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
+}
+
 /// Whether a thread of `pid` is blocked writing to a full pipe.
 pub fn blocked_on_a_pipe(pid: u32) -> bool {
+    waits_in(pid, "pipe_write")
+}
+
+/// Whether `pid` is blocked reading the FIFO at `fifo` (one of its descriptors), which is empty.
+pub fn blocked_reading(pid: u32, fifo: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    let holds = fds.filter_map(Result::ok).any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == fifo));
+    holds && waits_in(pid, "pipe_read")
+}
+
+/// Whether a thread of `pid` sleeps in the kernel function `wchan`.
+fn waits_in(pid: u32, wchan: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks
         .filter_map(Result::ok)
-        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("pipe_write")))
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|name| name.contains(wchan)))
 }

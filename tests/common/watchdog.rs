@@ -159,7 +159,7 @@ impl Watchdog {
     }
 
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().text.clone()
+        self.log.lock().unwrap().text()
     }
 
     /// How many bytes the watchdog has written to its log so far (all of them, even past `log_limit`).
@@ -169,7 +169,7 @@ impl Watchdog {
 
     /// What the watchdog wrote to its stdout (debug headers, write_debug output).
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().text.clone()
+        self.stdout.lock().unwrap().text()
     }
 
     /// Waits for `needle` in the log: it reaches us through a pipe and a thread, so even a line
