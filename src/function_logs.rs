@@ -56,8 +56,7 @@ pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, 
     let mut lines = LineSplitter::new(style.max_line);
     // Most functions never write to stderr: the buffer comes with the first output.
     let mut buf = Vec::new();
-    // Raw lines of one read go out together.
-    let mut raw = Vec::new();
+    let mut out = Pending::default();
     let call_id = call_id.as_deref();
     loop {
         logging::room().await;
@@ -69,31 +68,55 @@ pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, 
         }
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => lines.push(&buf[..n], |line, cut| emit(line, cut, stream, style, call_id, &mut raw)),
+            Ok(n) => lines.push(&buf[..n], |line, cut| out.add(line, cut, stream, style, call_id)),
         }
-        pass_on(&mut raw, stream);
+        out.send(stream).await;
     }
-    lines.finish(|line, cut| emit(line, cut, stream, style, call_id, &mut raw));
-    pass_on(&mut raw, stream);
+    lines.finish(|line, cut| out.add(line, cut, stream, style, call_id));
+    out.send(stream).await;
 }
 
-fn emit(line: &[u8], cut: bool, stream: Stream, style: LogStyle, call_id: Option<&str>, raw: &mut Vec<u8>) {
-    if !style.prefix {
-        raw.extend_from_slice(line);
-        raw.push(b'\n');
-        return;
-    }
-    if !log::log_enabled!(log::Level::Info) {
-        return;
-    }
-    let line = match logging::json() {
-        true => json_line(line, cut, stream, call_id),
-        false => {
-            let text = String::from_utf8_lossy(line);
-            logging::function_line_text(format_args!("{}: {text}{}", stream.name(), Tag(call_id)))
+/// The lines of one read, on their way to the log.
+#[derive(Default)]
+struct Pending {
+    /// Log lines, formatted.
+    lines: Vec<Vec<u8>>,
+    /// Raw lines (`prefix_logs=false`), which go out together.
+    raw: Vec<u8>,
+}
+
+impl Pending {
+    fn add(&mut self, line: &[u8], cut: bool, stream: Stream, style: LogStyle, call_id: Option<&str>) {
+        if !style.prefix {
+            self.raw.extend_from_slice(line);
+            self.raw.push(b'\n');
+            return;
         }
-    };
-    logging::function_line(line);
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        self.lines.push(match logging::json() {
+            true => json_line(line, cut, stream, call_id),
+            false => {
+                let text = String::from_utf8_lossy(line);
+                logging::function_line_text(format_args!("{}: {text}{}", stream.name(), Tag(call_id)))
+            }
+        });
+    }
+
+    /// Queues each line once the log has room for it. One read of short lines makes thousands of
+    /// them (a 16 KiB read of `y\n` is 8192): waiting once per read would let a few functions
+    /// fill the queue past the point where the watchdog's own log lines are dropped.
+    async fn send(&mut self, stream: Stream) {
+        for line in self.lines.drain(..) {
+            logging::room().await;
+            logging::function_line(line);
+        }
+        if !self.raw.is_empty() {
+            logging::room().await;
+            logging::pass_on(stream.output(), Bytes::from(std::mem::take(&mut self.raw)));
+        }
+    }
 }
 
 /// A line of the function's output as a JSON log line: the line is `msg` (with `msg_base64` if it
@@ -126,12 +149,6 @@ impl std::fmt::Display for Tag<'_> {
             Some(id) => write!(f, " [{id}]"),
             None => Ok(()),
         }
-    }
-}
-
-fn pass_on(raw: &mut Vec<u8>, stream: Stream) {
-    if !raw.is_empty() {
-        logging::pass_on(stream.output(), Bytes::from(std::mem::take(raw)));
     }
 }
 

@@ -87,8 +87,8 @@ pub fn log_line(line: Vec<u8>) {
 }
 
 /// A line of a function's output for the log (`line` as [`function_line_text`] or
-/// `function_logs::json_line` made it). Never dropped: its forwarder waited for [`room`] before
-/// it read the pipe, which bounds what it queues to one read's worth.
+/// `function_logs::json_line` made it). Never dropped: its forwarder waits for [`room`] before
+/// each line, which bounds what the forwarders queue beyond [`ROOM`] to a line each.
 pub fn function_line(line: Vec<u8>) {
     QUEUE.push(Output::Stderr, line, false);
 }
@@ -542,7 +542,9 @@ mod tests {
                 let _ = written_tx.send((output, bytes.to_vec()));
             })
         });
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !queue.running.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the writer never started");
             std::thread::yield_now();
         }
         (written, go)
