@@ -194,6 +194,10 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, b"idle close")
         self.connection.settimeout(int(args.get("ms", "0")) / 1000)
 
+    def route_peer(self, args, body):
+        # The port the watchdog's connection comes from: the same port, the same connection.
+        self.reply(200, str(self.client_address[1]).encode())
+
     def route_count_and_close(self, args, body):
         # Counts the request and closes without an answer.
         with open(os.path.join(STATE, "count-and-close"), "a") as f:
