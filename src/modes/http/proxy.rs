@@ -95,8 +95,11 @@ impl Http {
         if parts.method == Method::CONNECT {
             return finish(log, &scope, answers::method_not_allowed(None));
         }
-        let limit =
-            Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(scope.start + l.after), l));
+        // One timer for the whole exchange: the wait for the answer, then its body or its tunnel.
+        let mut limit = Limit::of(&self.cfg, &parts.headers).map(|l| Deadline {
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(scope.start + l.after))),
+            limit: l,
+        });
         let uri = match uri_for(&self.upstream, &parts.uri) {
             // The request target goes out in origin-form (`/base/a?q=1`), or `*`.
             Ok(uri) => uri.path_and_query().map_or_else(|| Uri::from_static("/"), |target| Uri::from(target.clone())),
@@ -120,7 +123,7 @@ impl Http {
         // with it the connection to the function: it is closed.
         let result = tokio::select! {
             result = self.send(outgoing, body, &scope) => result,
-            limit = expired(limit) => {
+            limit = expired(&mut limit) => {
                 log::info!("Upstream HTTP killed due to {limit}");
                 return finish(log, &scope, answers::gateway_timeout(&limit));
             }
@@ -239,12 +242,18 @@ fn bad_gateway(log: AccessLog, scope: &Scope, why: &str) -> Response<Body> {
     finish(log, scope, answers::bad_gateway(why))
 }
 
+/// A request's time limit and the timer for its deadline.
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    limit: Limit,
+}
+
 /// Resolves with the request's limit when its deadline passes; without a limit, never.
-async fn expired(limit: Option<(tokio::time::Instant, Limit)>) -> Limit {
-    match limit {
-        Some((deadline, limit)) => {
-            tokio::time::sleep_until(deadline).await;
-            limit
+async fn expired(deadline: &mut Option<Deadline>) -> Limit {
+    match deadline {
+        Some(deadline) => {
+            deadline.timer.as_mut().await;
+            deadline.limit
         }
         None => std::future::pending().await,
     }
@@ -297,6 +306,9 @@ impl HttpBody for ClientBody {
     }
 }
 
+/// What a body's `poll_frame` returns.
+type FramePoll = Poll<Option<Result<Frame<Bytes>, io::Error>>>;
+
 /// The function's response body on its way to the client, frame by frame as it arrives. Cut
 /// (the connection fails, see [`Cut`]) when the request's limit passes, the watchdog stops waiting
 /// or the function's body breaks; writes the access log line when it is done or dropped, with the
@@ -309,8 +321,10 @@ struct Relay {
     pool: Arc<Pool>,
     /// The whole body came.
     ended: bool,
-    limit: Option<(Pin<Box<Sleep>>, Limit)>,
-    cancel: Pin<Box<dyn Future<Output = ()> + Send>>,
+    limit: Option<Deadline>,
+    cancel: Cancel,
+    /// Waits for [`Relay::cancel`]; made the first time the body has to wait.
+    cancelled: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     log: AccessLog,
     status: StatusCode,
     start: Instant,
@@ -322,19 +336,19 @@ impl Relay {
         body: Incoming,
         conn: Conn,
         pool: Arc<Pool>,
-        limit: Option<(tokio::time::Instant, Limit)>,
+        limit: Option<Deadline>,
         scope: &Scope,
         log: AccessLog,
         status: StatusCode,
     ) -> Relay {
-        let cancel = scope.cancel.clone();
         Relay {
             body,
             conn: Some(conn),
             pool,
             ended: false,
-            limit: limit.map(|(deadline, limit)| (Box::pin(tokio::time::sleep_until(deadline)), limit)),
-            cancel: Box::pin(async move { cancel.cancelled().await }),
+            limit,
+            cancel: scope.cancel.clone(),
+            cancelled: None,
             log,
             status,
             start: scope.start,
@@ -342,8 +356,37 @@ impl Relay {
         }
     }
 
+    /// The cut when the limit has passed or the watchdog stopped waiting, whether or not more of
+    /// the body is there. Only asked here: they are waited on only when the body waits.
+    fn cut_if_stopped(&mut self) -> Option<FramePoll> {
+        if let Some(Deadline { timer, limit }) = &self.limit
+            && timer.is_elapsed()
+        {
+            log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", self.bytes);
+            let reason = format!("{limit} passed");
+            return Some(self.cut(StatusCode::GATEWAY_TIMEOUT, reason));
+        }
+        if self.cancel.is_cancelled() {
+            return Some(self.cut(StatusCode::SERVICE_UNAVAILABLE, "the watchdog is shutting down".into()));
+        }
+        None
+    }
+
+    /// Has the task woken when the limit passes or the watchdog stops waiting.
+    fn wake_on_stop(&mut self, cx: &mut Context<'_>) {
+        if let Some(Deadline { timer, .. }) = &mut self.limit {
+            let _ = timer.as_mut().poll(cx);
+        }
+        let cancel = &self.cancel;
+        let cancelled = self.cancelled.get_or_insert_with(|| {
+            let cancel = cancel.clone();
+            Box::pin(async move { cancel.cancelled().await })
+        });
+        let _ = cancelled.as_mut().poll(cx);
+    }
+
     /// Fails the body: the client's connection ends before the body does.
-    fn cut(&mut self, status: StatusCode, reason: String) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn cut(&mut self, status: StatusCode, reason: String) -> FramePoll {
         self.status = status;
         Poll::Ready(Some(Err(Cut::error(status, reason))))
     }
@@ -355,20 +398,17 @@ impl HttpBody for Relay {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some((timer, limit)) = &mut this.limit
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", this.bytes);
-            let reason = format!("{limit} passed");
-            return this.cut(StatusCode::GATEWAY_TIMEOUT, reason);
-        }
-        if this.cancel.as_mut().poll(cx).is_ready() {
-            return this.cut(StatusCode::SERVICE_UNAVAILABLE, "the watchdog is shutting down".into());
+        if let Some(cut) = this.cut_if_stopped() {
+            return cut;
         }
         if let Some(conn) = &mut this.conn {
             conn.drive(cx);
         }
-        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+            this.wake_on_stop(cx);
+            return this.cut_if_stopped().unwrap_or(Poll::Pending);
+        };
+        match frame {
             Some(Ok(frame)) => {
                 this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
                 Poll::Ready(Some(Ok(frame)))
@@ -412,7 +452,7 @@ impl Drop for Relay {
 async fn tunnel_between(
     client: OnUpgrade,
     upstream: impl Future<Output = hyper::Result<hyper::upgrade::Upgraded>>,
-    limit: Option<(tokio::time::Instant, Limit)>,
+    mut limit: Option<Deadline>,
     cancel: Cancel,
     _admission: Admission,
 ) {
@@ -427,7 +467,7 @@ async fn tunnel_between(
                 log::debug!("WebSocket tunnel: {e}");
             }
         }
-        limit = expired(limit) => log::info!("WebSocket closed: {limit} passed"),
+        limit = expired(&mut limit) => log::info!("WebSocket closed: {limit} passed"),
         () = cancel.cancelled() => log::info!("WebSocket closed: the watchdog is shutting down"),
     }
 }
