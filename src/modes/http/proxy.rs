@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -190,8 +190,8 @@ impl Http {
             }
             body if body.is_end_stream() => (Body::empty(), Some(Bytes::new())),
             body => {
-                let timeout = scope.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
-                (Body::stream(ClientBody { body, timeout, failure: Arc::clone(&failure) }), None)
+                let deadline = scope.deadline(self.cfg.read_timeout);
+                (Body::stream(ClientBody { body, deadline, timer: None, failure: Arc::clone(&failure) }), None)
             }
         };
         let again = again.filter(|_| out.repeatable());
@@ -263,11 +263,30 @@ async fn expired(deadline: &mut Option<Deadline>) -> Limit {
 /// failed so that the answer is a 400, not a 502.
 struct ClientBody {
     body: RequestBody,
-    timeout: Option<Pin<Box<Sleep>>>,
+    /// When `read_timeout` passes.
+    deadline: Option<tokio::time::Instant>,
+    /// The timer for `deadline`, made the first time the body has to wait: most bodies are
+    /// there with their request's head, and need none.
+    timer: Option<Pin<Box<Sleep>>>,
     failure: Arc<Mutex<Option<BodyError>>>,
 }
 
 impl ClientBody {
+    fn timed_out(&self) -> bool {
+        match (&self.timer, self.deadline) {
+            (Some(timer), _) => timer.is_elapsed(),
+            (None, Some(deadline)) => deadline <= tokio::time::Instant::now(),
+            (None, None) => false,
+        }
+    }
+
+    /// Has the task woken when `read_timeout` passes; whether it has.
+    fn wake_on_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else { return false };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
     fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let message = error.to_string();
         lock(&self.failure).get_or_insert(error);
@@ -285,12 +304,13 @@ impl HttpBody for ClientBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(timeout) = &mut this.timeout
-            && timeout.as_mut().poll(cx).is_ready()
-        {
+        if this.timed_out() {
             return this.fail(BodyError::Timeout);
         }
-        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+            return if this.wake_on_timeout(cx) { this.fail(BodyError::Timeout) } else { Poll::Pending };
+        };
+        match frame {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
             Some(Err(e)) => this.fail(e),
             None => Poll::Ready(None),
