@@ -62,9 +62,9 @@ type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 /// One connection to the function, owned by the request using it (or by the pool).
 pub struct Conn {
     send: SendRequest<Body>,
-    driver: Driver,
-    /// The driver has finished: the connection is closed, or was handed to a WebSocket tunnel.
-    done: bool,
+    /// Dropped once it has finished: the connection is closed, or was handed to a WebSocket
+    /// tunnel.
+    driver: Option<Driver>,
     /// It came from the pool: it had answered before, and the function may have closed it since.
     pub reused: bool,
 }
@@ -124,12 +124,15 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let (send, connection) =
             self.http.handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Exchange(e, None))?;
-        Ok(Conn { send, driver: Box::pin(connection.with_upgrades()), done: false, reused: false })
+        Ok(Conn { send, driver: Some(Box::pin(connection.with_upgrades())), reused: false })
     }
 
     /// Takes a connection back after its request: kept if hyper can send another request on it.
     pub fn put(&self, mut conn: Conn) {
-        if !conn.still_open() || !conn.send.is_ready() {
+        // Ready for another request: hyper has finished the exchange and asked for the next one,
+        // most often while the answer's body was read.
+        let ready = conn.send.is_ready() || conn.still_open() && conn.send.is_ready();
+        if !ready || conn.driver.is_none() {
             return;
         }
         let wake = {
@@ -178,8 +181,9 @@ impl Conn {
                     let unsent = e.take_message().map(Box::new);
                     Failure::Exchange(e.into_error(), unsent)
                 })),
-                // hyper hands every failure to the waiting request before its driver ends.
-                Poll::Pending if self.done => Poll::Ready(Err(Failure::Closed)),
+                // A driver that has finished is dropped at once, which answers the request (a
+                // request it never took comes back unsent): this is only a guard.
+                Poll::Pending if self.driver.is_none() => Poll::Ready(Err(Failure::Closed)),
                 Poll::Pending => Poll::Pending,
             }
         })
@@ -189,8 +193,10 @@ impl Conn {
     /// Lets hyper read and write what it can on the connection: the request and its body, the
     /// answer and its body. Errors reach the request or the answer's body.
     pub fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.done && self.driver.as_mut().poll(cx).is_ready() {
-            self.done = true;
+        if let Some(driver) = &mut self.driver
+            && driver.as_mut().poll(cx).is_ready()
+        {
+            self.driver = None;
         }
     }
 
@@ -199,14 +205,14 @@ impl Conn {
     /// the function may have sent, and the connection is known closed.
     fn still_open(&mut self) -> bool {
         self.drive(&mut Context::from_waker(Waker::noop()));
-        !self.done
+        self.driver.is_some()
     }
 
     /// What is left of the connection after a `101 Switching Protocols`: hyper hands the socket to
     /// the answer's `OnUpgrade` once its driver has finished, which this does.
-    pub async fn upgrade(mut self) {
-        if !self.done {
-            let _ = self.driver.as_mut().await;
+    pub async fn upgrade(self) {
+        if let Some(driver) = self.driver {
+            let _ = driver.await;
         }
     }
 }
