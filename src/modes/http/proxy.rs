@@ -100,10 +100,18 @@ impl Http {
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(scope.start + l.after))),
             limit: l,
         });
-        let uri = match uri_for(&self.upstream, &parts.uri) {
-            // The request target goes out in origin-form (`/base/a?q=1`), or `*`.
-            Ok(uri) => uri.path_and_query().map_or_else(|| Uri::from_static("/"), |target| Uri::from(target.clone())),
-            Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
+        // The request target goes out in origin-form (`/base/a?q=1`), or `*`. Without a base path,
+        // an origin-form target (nearly all of them) goes out as it came.
+        let uri = if self.upstream.base.is_empty() && parts.uri.scheme().is_none() && parts.uri.path().starts_with('/')
+        {
+            parts.uri
+        } else {
+            match uri_for(&self.upstream, &parts.uri) {
+                Ok(uri) => {
+                    uri.path_and_query().map_or_else(|| Uri::from_static("/"), |target| Uri::from(target.clone()))
+                }
+                Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
+            }
         };
         let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
         let mut headers = parts.headers;
