@@ -28,7 +28,8 @@ impl Cancel {
         self.0.notify.notify_waiters();
     }
 
-    fn is_cancelled(&self) -> bool {
+    /// Whether [`Cancel::cancel`] has been called: one atomic load, for a check on every frame.
+    pub fn is_cancelled(&self) -> bool {
         self.0.set.load(Ordering::SeqCst)
     }
 

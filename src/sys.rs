@@ -1,17 +1,11 @@
 //! The system calls that neither std nor socket2 offers, each behind a safe function: the standard
-//! streams kept open, the open files limit, `sysconf`, `poll` and `write` on a borrowed descriptor,
-//! and a TCP stream that another task may shut down. Child processes are `process`'s business and
+//! streams kept open, the open files limit, `sysconf`, and `poll` and `write` on a borrowed
+//! descriptor. Child processes are `process`'s business and
 //! the PID-1 init is `init`'s; everything else that needs the kernel directly comes through here.
 #![allow(unsafe_code)] // what std and socket2 do not wrap; each block says why it is sound
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Makes sure descriptors 0, 1 and 2 are open (on /dev/null if a supervisor closed them), so that
 /// no pipe or socket of ours is ever given one of those numbers: a function's stdio is set up by
@@ -87,93 +81,6 @@ pub fn write(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// A TCP stream that another task may shut down ([`Aborter`]) while it is open, and never once it
-/// has closed (its descriptor number may then belong to another file). It reads and writes as the
-/// stream it wraps.
-pub struct Abortable {
-    stream: TcpStream,
-    /// The stream's descriptor, cleared (under the lock) before the stream closes.
-    open: Arc<Mutex<Option<RawFd>>>,
-}
-
-/// Shuts an [`Abortable`] down, if it is still open.
-#[derive(Clone)]
-pub struct Aborter(Arc<Mutex<Option<RawFd>>>);
-
-fn lock(open: &Mutex<Option<RawFd>>) -> MutexGuard<'_, Option<RawFd>> {
-    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Abortable {
-    pub fn new(stream: TcpStream) -> Abortable {
-        let open = Arc::new(Mutex::new(Some(stream.as_raw_fd())));
-        Abortable { stream, open }
-    }
-
-    /// The stream, to ask about (it cannot be closed or replaced through a shared reference).
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
-    }
-
-    pub fn aborter(&self) -> Aborter {
-        Aborter(Arc::clone(&self.open))
-    }
-}
-
-impl Drop for Abortable {
-    fn drop(&mut self) {
-        // Before the stream closes: fields are dropped after this.
-        *lock(&self.open) = None;
-    }
-}
-
-impl Aborter {
-    /// Shuts the stream down both ways: whatever is reading or writing it fails at once (and the
-    /// peer sees the end). Does nothing once the stream has closed.
-    pub fn abort(&self) {
-        let open = lock(&self.0);
-        if let Some(fd) = *open {
-            // SAFETY: `fd` is set only while its `Abortable` owns the open stream: the stream is
-            // private to it, never moved out or replaced, and `Abortable::drop` clears `fd` under
-            // this lock before the stream closes. The lock is held until the borrow ends.
-            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-            let _ = socket2::SockRef::from(&socket).shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-impl AsyncRead for Abortable {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Abortable {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,20 +105,5 @@ mod tests {
         assert!(limit.rlim_cur > 0 && limit.rlim_cur <= limit.rlim_max);
         assert!(sysconf(libc::_SC_PAGESIZE).is_some_and(|size| size >= 4096));
         assert_eq!(sysconf(-1), None);
-    }
-
-    #[tokio::test]
-    async fn an_abort_ends_the_peers_read_and_does_nothing_after_close() {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let stream = Abortable::new(client);
-        let aborter = stream.aborter();
-        aborter.abort();
-        let mut buf = [0u8; 1];
-        assert_eq!(server.read(&mut buf).await.unwrap(), 0, "the peer sees the end");
-        drop(stream);
-        aborter.abort();
     }
 }

@@ -684,6 +684,20 @@ fn requests_on_pooled_connections_the_function_closed_are_retried() {
     eprintln!("pooled connections closed by the function: met by 3 of {gets} GETs (retried), 1 of {posts} POSTs (502)");
 }
 
+/// Connections to the function are kept for the next request (keep-alive), and closed once idle
+/// for 500 ms.
+#[test]
+fn connections_to_the_function_are_reused_then_closed_when_idle() {
+    let function = Function::new();
+    let wd = function.start(&[]);
+    let peers: Vec<String> = (0..5).map(|_| wd.get("/peer").text()).collect();
+    // Requests more than 500 ms apart (a very busy machine) would rightly get new connections.
+    assert!(peers.windows(2).any(|pair| pair[0] == pair[1]), "a connection per request: {peers:?}");
+    wait_for(Duration::from_secs(5), "the idle connection to the function closed", || {
+        (client_connections(function.port) == 0).then_some(())
+    });
+}
+
 /// A WebSocket tunnel is a request in flight for its whole life: it holds a `max_inflight` slot,
 /// counts in `http_requests_in_flight`, and is part of the drain (closed at its deadline).
 #[test]

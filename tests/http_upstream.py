@@ -196,6 +196,10 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, b"idle close")
         self.connection.settimeout(int(args.get("ms", "0")) / 1000)
 
+    def route_peer(self, args, body):
+        # The port the watchdog's connection comes from: the same port, the same connection.
+        self.reply(200, str(self.client_address[1]).encode())
+
     def route_close_reused(self, args, body):
         # Answers the first request on a connection. A later one is noted and the connection
         # closed without an answer, as by a server whose keep-alive timeout ran out as it came.

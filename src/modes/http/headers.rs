@@ -50,6 +50,18 @@ pub fn uri_for(upstream: &UpstreamUrl, request: &Uri) -> Result<Uri, hyper::http
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
 /// value of `Upgrade` is kept and announced again with `Connection: upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    // Most messages have none of them (a header `Connection` names needs `Connection`): one look
+    // at each name, no hashing, no lookups.
+    if headers.keys().any(|name| hop_by_hop().contains(name)) {
+        remove_named_and_hop_by_hop(headers);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+}
+
+fn remove_named_and_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection: keep-alive` or `close`, the common case, names nothing left to remove (and an
     // empty Vec does not allocate).
     let named: Vec<HeaderName> = tokens(headers, &CONNECTION)
@@ -63,10 +75,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
     }
     for name in hop_by_hop() {
         headers.remove(name);
-    }
-    if let Some(protocol) = upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, protocol);
     }
 }
 
@@ -125,8 +133,10 @@ impl Limit {
     /// Go duration) can only shorten the limit, and applies when `exec_timeout` is off too; a
     /// value that does not parse is ignored, as in of-watchdog.
     pub fn of(cfg: &Config, headers: &HeaderMap) -> Option<Limit> {
+        // A name made once: a lookup by `&str` parses the name every time.
+        static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
         let x_timeout = headers
-            .get("x-timeout")
+            .get(&X_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| config::duration(v.trim()).ok())
             .filter(|d| !d.is_zero());

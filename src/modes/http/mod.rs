@@ -1,15 +1,16 @@
 //! `mode=http`: the function is a long-running HTTP server, `fprocess`, listening on
 //! `upstream_url`; every request is proxied to it. [`supervisor`] owns the child process (start,
 //! logs, death, stop after the drain), [`proxy`] one request's way there and back, [`headers`]
-//! the rules for what crosses, [`connector`] the connections to the function.
+//! the rules for what crosses, [`pool`] the connections to the function.
 
-mod connector;
 mod headers;
+mod pool;
 mod proxy;
 mod supervisor;
 
 use std::sync::Arc;
 
+use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use tokio::sync::watch;
 
@@ -22,7 +23,9 @@ use supervisor::Supervisor;
 pub struct Http {
     cfg: Arc<Config>,
     upstream: UpstreamUrl,
-    client: proxy::Client,
+    pool: Arc<pool::Pool>,
+    /// The `Host` a request without one gets: the function's address, as Go sends it.
+    host: HeaderValue,
     child: Supervisor,
     /// Set once the function accepts connections; requests that arrive earlier wait for it.
     ready: watch::Sender<bool>,
@@ -32,8 +35,14 @@ impl Http {
     /// Starts the function; [`Handler::started`] then waits until it listens.
     pub fn start(cfg: &Arc<Config>) -> Result<Http, String> {
         let upstream = cfg.upstream_url.clone().ok_or("upstream_url: mode=http needs it")?;
+        let host = match upstream.authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", upstream.authority.host()),
+            _ => upstream.authority.host().to_string(),
+        };
+        let host = HeaderValue::from_str(&host).map_err(|e| format!("upstream_url: {e}"))?;
+        let pool = pool::Pool::new(upstream.host(), upstream.port());
         let child = Supervisor::spawn(cfg)?;
-        Ok(Http { cfg: Arc::clone(cfg), upstream, client: proxy::client(), child, ready: watch::Sender::new(false) })
+        Ok(Http { cfg: Arc::clone(cfg), upstream, pool, host, child, ready: watch::Sender::new(false) })
     }
 }
 

@@ -8,64 +8,41 @@
 //! body or closes the tunnel. A failure of the function's server is a 502 with one line, and a
 //! body that breaks after the headers ends the connection: never a complete-looking 200.
 //!
-//! A request owns its exchange: when it ends before the exchange is complete, the connection to
-//! the function is shut down ([`Link`]), which also ends the upload and so the client's
-//! connection if its body was not read to the end. A request that can be sent again (no body that
-//! is gone, a method safe to repeat) and that fails on a pooled connection before any answer came
-//! is sent again on another one, as Go's transport does.
+//! A request owns its exchange and its connection to the function ([`pool`]): when it ends before
+//! the exchange is complete, the connection is closed, which also ends the upload and so the
+//! client's connection if its body was not read to the end. A request that can be sent again (no
+//! body that is gone, a method safe to repeat) and that fails on a pooled connection before any
+//! answer came is sent again on another one, as Go's transport does; so is one that never went
+//! out.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::{
-    self,
-    connect::{CaptureConnection, HttpConnector, capture_connection},
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
 use super::Http;
-use super::connector::{Connector, Handle};
 use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use super::pool::{Conn, Failure, Pool, one_line};
 use crate::admission::Admission;
 use crate::answers;
 use crate::body::{Body, Cut, RequestBody};
-use crate::modes::{AccessLog, BodyError, Scope, read_body, with_duration};
+use crate::modes::{AccessLog, BodyError, Scope, from_now, read_body, with_duration};
 use crate::shutdown::Cancel;
-
-pub type Client = legacy::Client<Connector, Upload>;
-
-/// Idle pooled connections to the function are closed after this, before the function's server
-/// closes them itself (Gunicorn's default is 2 s, Node's 5 s): a request sent on a connection the
-/// server is closing fails (and is sent again if it can be). The reference uses the same 500 ms.
-const POOL_IDLE: Duration = Duration::from_millis(500);
 
 /// How many times a request is sent again after pooled connections failed it. Each retry uses up a
 /// connection that had served before, so the pool bounds the retries anyway; this bounds them
 /// against a function that keeps closing fresh connections once they have answered once.
 const RETRIES: usize = 4;
-
-/// A pooled keep-alive HTTP/1.1 client. Header names go out as `Content-Type`, not hyper's
-/// `content-type`, as Go's client writes them: servers that compare names case-sensitively exist.
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .http1_title_case_headers(true)
-        .build(Connector(connector))
-}
 
 /// Why no answer came from the function.
 enum NoAnswer {
@@ -73,7 +50,7 @@ enum NoAnswer {
     /// `max_request_body` (413).
     Body(BodyError),
     /// The function's server failed: 502.
-    Upstream(legacy::Error),
+    Upstream(Failure),
 }
 
 /// The request as it goes to the function, before its body is attached.
@@ -87,7 +64,7 @@ struct Outgoing {
 
 impl Outgoing {
     /// The request with `body`; `keep`: the head is kept for sending the request again.
-    fn request(&mut self, body: Upload, keep: bool) -> Request<Upload> {
+    fn request(&mut self, body: Body, keep: bool) -> Request<Body> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         if keep {
@@ -118,11 +95,23 @@ impl Http {
         if parts.method == Method::CONNECT {
             return finish(log, &scope, answers::method_not_allowed(None));
         }
-        let limit =
-            Limit::of(&self.cfg, &parts.headers).map(|l| (tokio::time::Instant::from_std(scope.start + l.after), l));
-        let uri = match uri_for(&self.upstream, &parts.uri) {
-            Ok(uri) => uri,
-            Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
+        // One timer for the whole exchange: the wait for the answer, then its body or its tunnel.
+        let mut limit = Limit::of(&self.cfg, &parts.headers).map(|l| Deadline {
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(scope.start + l.after))),
+            limit: l,
+        });
+        // The request target goes out in origin-form (`/base/a?q=1`), or `*`. Without a base path,
+        // an origin-form target (nearly all of them) goes out as it came.
+        let uri = if self.upstream.base.is_empty() && parts.uri.scheme().is_none() && parts.uri.path().starts_with('/')
+        {
+            parts.uri
+        } else {
+            match uri_for(&self.upstream, &parts.uri) {
+                Ok(uri) => {
+                    uri.path_and_query().map_or_else(|| Uri::from_static("/"), |target| Uri::from(target.clone()))
+                }
+                Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
+            }
         };
         let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
         let mut headers = parts.headers;
@@ -132,26 +121,26 @@ impl Http {
             headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
         remove_hop_by_hop(&mut headers, upgrade);
+        // An HTTP/1.0 client may send no Host; the function's server gets its own, as Go sends it.
+        if !headers.contains_key(HOST) {
+            headers.insert(HOST, self.host.clone());
+        }
         let outgoing = Outgoing { method: parts.method, uri, headers, framed };
 
-        let link = Link::default();
+        // When the time runs out or the watchdog stops waiting, the exchange is dropped here, and
+        // with it the connection to the function: it is closed.
         let result = tokio::select! {
-            result = self.send(outgoing, body, &scope, &link) => result,
-            limit = expired(limit) => {
-                // While the request still holds its connection (see `Link::end`).
-                link.end();
+            result = self.send(outgoing, body) => result,
+            limit = expired(&mut limit) => {
                 log::info!("Upstream HTTP killed due to {limit}");
                 return finish(log, &scope, answers::gateway_timeout(&limit));
             }
-            () = scope.cancel.cancelled() => {
-                link.end();
-                return finish(log, &scope, answers::shutting_down());
-            }
+            () = scope.cancel.cancelled() => return finish(log, &scope, answers::shutting_down()),
         };
-        let mut response = match result {
-            Ok(response) => response,
+        let (mut response, conn) = match result {
+            Ok(answered) => answered,
             Err(NoAnswer::Body(why)) => return finish(log, &scope, why.answer()),
-            Err(NoAnswer::Upstream(e)) => return bad_gateway(log, &scope, &one_line(&e)),
+            Err(NoAnswer::Upstream(e)) => return bad_gateway(log, &scope, &e.to_string()),
         };
 
         let status = response.status();
@@ -174,28 +163,32 @@ impl Http {
             Some((client, upstream)) => {
                 log.write(status, 0, scope.start.elapsed());
                 let cancel = scope.cancel.clone();
+                let upstream = async move {
+                    conn.upgrade().await;
+                    upstream.await
+                };
                 tokio::spawn(tunnel_between(client, upstream, limit, cancel, scope.admission.clone()));
                 Body::empty()
             }
-            None => Body::stream(Relay::new(body, limit, &scope, log, status, link)),
+            None => Body::stream(Relay::new(body, conn, Arc::clone(&self.pool), limit, &scope, log, status)),
         };
         with_duration(Response::from_parts(head, body), &scope)
     }
 
-    /// Sends the request once the function listens, and waits for the response headers.
-    async fn send(
-        &self,
-        mut out: Outgoing,
-        body: RequestBody,
-        scope: &Scope,
-        link: &Link,
-    ) -> Result<Response<Incoming>, NoAnswer> {
+    /// Sends the request once the function listens, and waits for the response headers. Returns
+    /// them with the connection they came on, which the answer's body still needs.
+    async fn send(&self, mut out: Outgoing, body: RequestBody) -> Result<(Response<Incoming>, Conn), NoAnswer> {
+        // Requests that arrive while the function is still starting wait for it, before their
+        // body's read_timeout starts: the wait is not the client's delay.
+        if !*self.ready.borrow() {
+            let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+        }
         let failure = Arc::new(Mutex::new(None));
         // A body held in memory (or none) can be sent again.
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
             body if self.cfg.buffer_http => {
-                let deadline = scope.deadline(self.cfg.read_timeout);
+                let deadline = from_now(self.cfg.read_timeout);
                 let bytes = read_body(body, deadline).await.map_err(NoAnswer::Body)?;
                 // WSGI servers read nothing from a body without a length (of-watchdog sends chunked).
                 if out.framed || !bytes.is_empty() {
@@ -205,45 +198,38 @@ impl Http {
             }
             body if body.is_end_stream() => (Body::empty(), Some(Bytes::new())),
             body => {
-                let timeout = scope.deadline(self.cfg.read_timeout).map(|d| Box::pin(tokio::time::sleep_until(d)));
-                (Body::stream(ClientBody { body, timeout, failure: Arc::clone(&failure) }), None)
+                let deadline = from_now(self.cfg.read_timeout);
+                (Body::stream(ClientBody { body, deadline, timer: None, failure: Arc::clone(&failure) }), None)
             }
         };
         let again = again.filter(|_| out.repeatable());
 
-        // Requests that arrive while the function is still starting wait for it.
-        if !*self.ready.borrow() {
-            let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
-        }
-        let mut body = Upload::new(body, Arc::clone(&link.sent));
+        let mut request = out.request(body, again.is_some());
         let mut retries = 0;
         loop {
-            let mut request = out.request(body, again.is_some());
-            link.went_out(capture_connection(&mut request));
-            let error = match self.client.request(request).await {
-                Ok(response) => {
-                    link.responded.store(true, Ordering::Release);
-                    if let Some(handle) = response.extensions().get::<Handle>() {
-                        handle.mark_served();
-                    }
-                    return Ok(response);
-                }
+            let mut conn = self.pool.checkout().await.map_err(NoAnswer::Upstream)?;
+            let mut error = match conn.send(request).await {
+                Ok(response) => return Ok((response, conn)),
                 Err(e) => e,
             };
+            let reused = conn.reused;
+            drop(conn);
             if let Some(why) = lock(&failure).take() {
                 return Err(NoAnswer::Body(why));
             }
             // Go's transport: a request that met a pooled connection the function had closed is
-            // sent again on another one, if nothing of its answer came and it can be repeated.
-            let pooled = link.handle().is_some_and(|h| h.has_served());
-            match &again {
-                Some(bytes) if pooled && retries < RETRIES && closed_before_answer(&error) => {
-                    log::debug!("Upstream connection closed before an answer, sending again: {}", one_line(&error));
-                    retries += 1;
-                    body = Upload::new(Body::from(bytes.clone()), Arc::clone(&link.sent));
-                }
-                _ => return Err(NoAnswer::Upstream(error)),
+            // sent again on another one if it never went out, or if nothing of its answer came and
+            // it can be repeated.
+            if !reused || retries == RETRIES {
+                return Err(NoAnswer::Upstream(error));
             }
+            request = match (error.take_unsent(), &again) {
+                (Some(unsent), _) => unsent,
+                (None, Some(bytes)) if error.closed_before_answer() => out.request(Body::from(bytes.clone()), true),
+                _ => return Err(NoAnswer::Upstream(error)),
+            };
+            log::debug!("Upstream connection closed before an answer, sending again: {error}");
+            retries += 1;
         }
     }
 }
@@ -260,134 +246,20 @@ fn bad_gateway(log: AccessLog, scope: &Scope, why: &str) -> Response<Body> {
     finish(log, scope, answers::bad_gateway(why))
 }
 
+/// A request's time limit and the timer for its deadline.
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    limit: Limit,
+}
+
 /// Resolves with the request's limit when its deadline passes; without a limit, never.
-async fn expired(limit: Option<(tokio::time::Instant, Limit)>) -> Limit {
-    match limit {
-        Some((deadline, limit)) => {
-            tokio::time::sleep_until(deadline).await;
-            limit
+async fn expired(deadline: &mut Option<Deadline>) -> Limit {
+    match deadline {
+        Some(deadline) => {
+            deadline.timer.as_mut().await;
+            deadline.limit
         }
         None => std::future::pending().await,
-    }
-}
-
-/// An error and its causes on one line: `client error (Connect): tcp connect error: Connection refused`.
-fn one_line(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.replace(['\r', '\n'], " ")
-}
-
-/// Whether hyper gave up on a request because the function's server closed or reset the
-/// connection before the answer's head was complete.
-fn closed_before_answer(error: &legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
-            return true;
-        }
-        if let Some(e) = cause.downcast_ref::<io::Error>()
-            && matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
-            )
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// The connection a request went out on, and how far its exchange got. Everything the request
-/// owns ends with it ([`Link::end`], at the latest when dropped). hyper-util's pooled connection
-/// task owns the upload and would keep writing it (blocked, to a function that does not read it)
-/// with the client's connection waiting behind it; shutting the connection down fails that task,
-/// which drops both.
-#[derive(Default)]
-struct Link {
-    capture: Mutex<Option<CaptureConnection>>,
-    /// hyper has taken the whole request body.
-    sent: Arc<AtomicBool>,
-    /// The answer's head came.
-    responded: AtomicBool,
-    ended: AtomicBool,
-}
-
-impl Link {
-    /// The request (this attempt of it) went out; the connection is known once hyper-util has one.
-    fn went_out(&self, capture: CaptureConnection) {
-        *lock(&self.capture) = Some(capture);
-    }
-
-    fn handle(&self) -> Option<Handle> {
-        Handle::of(lock(&self.capture).as_ref()?)
-    }
-
-    /// Shuts the connection down unless the exchange went far enough for hyper to end it cleanly:
-    /// the answer's head came and hyper has the whole body (an answer dropped halfway makes hyper
-    /// close the connection itself). Until then the connection is busy with this request, so it
-    /// cannot have been handed to another one; the same holds before the answer while the request
-    /// is still waiting for it, which is why a request that gives up calls this before it lets go.
-    fn end(&self) {
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let done = self.responded.load(Ordering::Acquire) && self.sent.load(Ordering::Acquire);
-        if !done && let Some(handle) = self.handle() {
-            handle.abort();
-        }
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-/// The request body as hyper takes it, noting in `sent` when it has all of it.
-pub struct Upload {
-    body: Body,
-    sent: Arc<AtomicBool>,
-}
-
-impl Upload {
-    fn new(body: Body, sent: Arc<AtomicBool>) -> Upload {
-        sent.store(body.is_end_stream(), Ordering::Release);
-        Upload { body, sent }
-    }
-}
-
-impl HttpBody for Upload {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.body).poll_frame(cx);
-        let taken_whole = match &poll {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
-            _ => false,
-        };
-        if taken_whole {
-            this.sent.store(true, Ordering::Release);
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -395,11 +267,30 @@ impl HttpBody for Upload {
 /// failed so that the answer is a 400, not a 502.
 struct ClientBody {
     body: RequestBody,
-    timeout: Option<Pin<Box<Sleep>>>,
+    /// When `read_timeout` passes.
+    deadline: Option<tokio::time::Instant>,
+    /// The timer for `deadline`, made the first time the body has to wait: most bodies are
+    /// there with their request's head, and need none.
+    timer: Option<Pin<Box<Sleep>>>,
     failure: Arc<Mutex<Option<BodyError>>>,
 }
 
 impl ClientBody {
+    fn timed_out(&self) -> bool {
+        match (&self.timer, self.deadline) {
+            (Some(timer), _) => timer.is_elapsed(),
+            (None, Some(deadline)) => deadline <= tokio::time::Instant::now(),
+            (None, None) => false,
+        }
+    }
+
+    /// Has the task woken when `read_timeout` passes; whether it has.
+    fn wake_on_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else { return false };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
     fn fail(&self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let message = error.to_string();
         lock(&self.failure).get_or_insert(error);
@@ -417,12 +308,13 @@ impl HttpBody for ClientBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(timeout) = &mut this.timeout
-            && timeout.as_mut().poll(cx).is_ready()
-        {
+        if this.timed_out() {
             return this.fail(BodyError::Timeout);
         }
-        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+            return if this.wake_on_timeout(cx) { this.fail(BodyError::Timeout) } else { Poll::Pending };
+        };
+        match frame {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
             Some(Err(e)) => this.fail(e),
             None => Poll::Ready(None),
@@ -438,46 +330,87 @@ impl HttpBody for ClientBody {
     }
 }
 
+/// What a body's `poll_frame` returns.
+type FramePoll = Poll<Option<Result<Frame<Bytes>, io::Error>>>;
+
 /// The function's response body on its way to the client, frame by frame as it arrives. Cut
 /// (the connection fails, see [`Cut`]) when the request's limit passes, the watchdog stops waiting
 /// or the function's body breaks; writes the access log line when it is done or dropped, with the
-/// status a cut answer would have had.
+/// status a cut answer would have had. It drives the connection the body comes on, and gives it
+/// back to the pool when the body is complete (else the connection is closed with it).
 struct Relay {
     body: Incoming,
-    limit: Option<(Pin<Box<Sleep>>, Limit)>,
-    cancel: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Taken when the relay ends.
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    /// The whole body came.
+    ended: bool,
+    limit: Option<Deadline>,
+    cancel: Cancel,
+    /// Waits for [`Relay::cancel`]; made the first time the body has to wait.
+    cancelled: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     log: AccessLog,
     status: StatusCode,
     start: Instant,
     bytes: u64,
-    /// Ended when the answer is done: an upload still going then is stopped.
-    link: Link,
 }
 
 impl Relay {
     fn new(
         body: Incoming,
-        limit: Option<(tokio::time::Instant, Limit)>,
+        conn: Conn,
+        pool: Arc<Pool>,
+        limit: Option<Deadline>,
         scope: &Scope,
         log: AccessLog,
         status: StatusCode,
-        link: Link,
     ) -> Relay {
-        let cancel = scope.cancel.clone();
         Relay {
             body,
-            limit: limit.map(|(deadline, limit)| (Box::pin(tokio::time::sleep_until(deadline)), limit)),
-            cancel: Box::pin(async move { cancel.cancelled().await }),
+            conn: Some(conn),
+            pool,
+            ended: false,
+            limit,
+            cancel: scope.cancel.clone(),
+            cancelled: None,
             log,
             status,
             start: scope.start,
             bytes: 0,
-            link,
         }
     }
 
+    /// The cut when the limit has passed or the watchdog stopped waiting, whether or not more of
+    /// the body is there. Only asked here: they are waited on only when the body waits.
+    fn cut_if_stopped(&mut self) -> Option<FramePoll> {
+        if let Some(Deadline { timer, limit }) = &self.limit
+            && timer.is_elapsed()
+        {
+            log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", self.bytes);
+            let reason = format!("{limit} passed");
+            return Some(self.cut(StatusCode::GATEWAY_TIMEOUT, reason));
+        }
+        if self.cancel.is_cancelled() {
+            return Some(self.cut(StatusCode::SERVICE_UNAVAILABLE, "the watchdog is shutting down".into()));
+        }
+        None
+    }
+
+    /// Has the task woken when the limit passes or the watchdog stops waiting.
+    fn wake_on_stop(&mut self, cx: &mut Context<'_>) {
+        if let Some(Deadline { timer, .. }) = &mut self.limit {
+            let _ = timer.as_mut().poll(cx);
+        }
+        let cancel = &self.cancel;
+        let cancelled = self.cancelled.get_or_insert_with(|| {
+            let cancel = cancel.clone();
+            Box::pin(async move { cancel.cancelled().await })
+        });
+        let _ = cancelled.as_mut().poll(cx);
+    }
+
     /// Fails the body: the client's connection ends before the body does.
-    fn cut(&mut self, status: StatusCode, reason: String) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn cut(&mut self, status: StatusCode, reason: String) -> FramePoll {
         self.status = status;
         Poll::Ready(Some(Err(Cut::error(status, reason))))
     }
@@ -489,17 +422,17 @@ impl HttpBody for Relay {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some((timer, limit)) = &mut this.limit
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            log::info!("Upstream HTTP killed due to {limit}: response cut after {} bytes", this.bytes);
-            let reason = format!("{limit} passed");
-            return this.cut(StatusCode::GATEWAY_TIMEOUT, reason);
+        if let Some(cut) = this.cut_if_stopped() {
+            return cut;
         }
-        if this.cancel.as_mut().poll(cx).is_ready() {
-            return this.cut(StatusCode::SERVICE_UNAVAILABLE, "the watchdog is shutting down".into());
+        if let Some(conn) = &mut this.conn {
+            conn.drive(cx);
         }
-        match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+            this.wake_on_stop(cx);
+            return this.cut_if_stopped().unwrap_or(Poll::Pending);
+        };
+        match frame {
             Some(Ok(frame)) => {
                 this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
                 Poll::Ready(Some(Ok(frame)))
@@ -509,7 +442,10 @@ impl HttpBody for Relay {
                 log::info!("Upstream HTTP response error after {} bytes: {error}", this.bytes);
                 this.cut(StatusCode::BAD_GATEWAY, error)
             }
-            None => Poll::Ready(None),
+            None => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -524,7 +460,12 @@ impl HttpBody for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.link.end();
+        // hyper stops polling a body that says it has ended, so the last frame may have been it.
+        if let Some(conn) = self.conn.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            self.pool.put(conn);
+        }
         self.log.write(self.status, self.bytes, self.start.elapsed());
     }
 }
@@ -534,8 +475,8 @@ impl Drop for Relay {
 /// (the drain deadline). The tunnel holds its request's admission for its whole life.
 async fn tunnel_between(
     client: OnUpgrade,
-    upstream: OnUpgrade,
-    limit: Option<(tokio::time::Instant, Limit)>,
+    upstream: impl Future<Output = hyper::Result<hyper::upgrade::Upgraded>>,
+    mut limit: Option<Deadline>,
     cancel: Cancel,
     _admission: Admission,
 ) {
@@ -550,7 +491,7 @@ async fn tunnel_between(
                 log::debug!("WebSocket tunnel: {e}");
             }
         }
-        limit = expired(limit) => log::info!("WebSocket closed: {limit} passed"),
+        limit = expired(&mut limit) => log::info!("WebSocket closed: {limit} passed"),
         () = cancel.cancelled() => log::info!("WebSocket closed: the watchdog is shutting down"),
     }
 }
