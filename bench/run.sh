@@ -112,16 +112,18 @@ remember() {
   for pid; do started+=("$pid:$(starttime "$pid" || echo gone)"); done
 }
 
-# Sends SIGNAL to the remembered processes that are still the ones we started.
-signal_remembered() {
+# SIGKILL for the remembered processes that are still the ones we started. A child of this shell
+# is waited for here, where its "Killed" notice can be kept out of the output.
+kill_remembered() {
   local entry
   for entry in "${started[@]}"; do
-    [ "$(starttime "${entry%%:*}" || true)" = "${entry#*:}" ] && kill "-$1" "${entry%%:*}" 2>/dev/null || true
+    [ "$(starttime "${entry%%:*}" || true)" = "${entry#*:}" ] && kill -KILL "${entry%%:*}" 2>/dev/null || continue
+    wait "${entry%%:*}" 2>/dev/null || true
   done
 }
 
 cleanup() {
-  signal_remembered KILL
+  kill_remembered
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -191,7 +193,7 @@ stop_watchdog() {
     exited "$wd_pid" && break
     sleep 0.05
   done
-  signal_remembered KILL
+  kill_remembered
   wait "$wd_pid" 2>/dev/null || true
 }
 
