@@ -18,6 +18,9 @@ use tokio::net::unix::pipe;
 use crate::json_log;
 use crate::logging::{self, Output};
 
+/// The most bytes of output whose lines wait together for room in the log: at most 1024 lines.
+const PIECE: usize = 1024;
+
 /// How lines are written.
 #[derive(Clone, Copy, Debug)]
 pub struct LogStyle {
@@ -66,17 +69,22 @@ pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, 
             }
             buf = vec![0u8; 16 * 1024];
         }
-        match pipe.read(&mut buf).await {
+        let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => lines.push(&buf[..n], |line, cut| out.add(line, cut, stream, style, call_id)),
+            Ok(n) => n,
+        };
+        // In pieces: what waits for room is a piece's lines, not a whole read's (a 16 KiB read of
+        // `y\n` is 8192 lines, about 300 KB formatted).
+        for piece in buf[..n].chunks(PIECE) {
+            lines.push(piece, |line, cut| out.add(line, cut, stream, style, call_id));
+            out.send(stream).await;
         }
-        out.send(stream).await;
     }
     lines.finish(|line, cut| out.add(line, cut, stream, style, call_id));
     out.send(stream).await;
 }
 
-/// The lines of one read, on their way to the log.
+/// The lines of one piece of output, on their way to the log.
 #[derive(Default)]
 struct Pending {
     /// Log lines, formatted.
@@ -104,9 +112,9 @@ impl Pending {
         });
     }
 
-    /// Queues each line once the log has room for it. One read of short lines makes thousands of
-    /// them (a 16 KiB read of `y\n` is 8192): waiting once per read would let a few functions
-    /// fill the queue past the point where the watchdog's own log lines are dropped.
+    /// Queues each line once the log has room for it: waiting once per read would let a few
+    /// functions that write short lines fill the queue past the point where the watchdog's own
+    /// log lines are dropped.
     async fn send(&mut self, stream: Stream) {
         for line in self.lines.drain(..) {
             logging::room().await;

@@ -1,7 +1,7 @@
 //! The system calls that neither std nor socket2 offers, each behind a safe function: the standard
 //! streams kept open, the open files limit, `sysconf`, and `poll` and `write` on a borrowed
-//! descriptor. Child processes are `process`'s business and
-//! the PID-1 init is `init`'s; everything else that needs the kernel directly comes through here.
+//! descriptor. Child processes are `process`'s business and the PID-1 init is `init`'s; everything
+//! else that needs the kernel directly comes through here.
 #![allow(unsafe_code)] // what std and socket2 do not wrap; each block says why it is sound
 
 use std::io;
