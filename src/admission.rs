@@ -81,18 +81,20 @@ impl Gate {
     }
 
     /// Admits a request that arrived at `start`: at once while fewer than `max_inflight` run,
-    /// else after waiting in the `max_queue` queue, no later than `deadline`. A waiting request is
-    /// part of the drain already.
+    /// else after waiting in the `max_queue` queue, no later than `deadline()` (asked only then).
+    /// A waiting request is part of the drain already.
     pub async fn admit(
         &self,
         method: &Method,
         start: Instant,
-        deadline: Option<tokio::time::Instant>,
+        deadline: impl FnOnce() -> Option<tokio::time::Instant>,
         cancel: &Cancel,
     ) -> Result<(Admission, Entry), Refused> {
-        let entry = Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start };
+        let entry = self.entry(method, start);
         let drain = self.drain.enter();
         let acquired = tokio::select! {
+            // A free slot is taken without a look at the shutdown, which all requests share.
+            biased;
             acquired = self.limiter.acquire(deadline, || self.metrics.queued()) => acquired,
             () = cancel.cancelled() => return Err(Refused { entry, why: Why::ShuttingDown }),
         };
@@ -112,7 +114,11 @@ impl Gate {
 
     /// A request answered without being admitted (its answer written to the metrics).
     pub fn refuse(&self, method: &Method, start: Instant, answer: Response<Body>) -> Response<Body> {
-        Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start }.finish(answer, Admission::default())
+        self.entry(method, start).finish(answer, Admission::default())
+    }
+
+    fn entry(&self, method: &Method, start: Instant) -> Entry {
+        Entry { metrics: Arc::clone(&self.metrics), method: method.clone(), start }
     }
 
     /// Whether a new request would get 429 now (every slot taken, the queue full).

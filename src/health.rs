@@ -8,13 +8,11 @@ pub struct Health {
     accepting: AtomicBool,
     /// `None` with `suppress_lock=true`.
     lock: Option<PathBuf>,
-    /// The lock file was removed (or its removal failed): once is enough, and logged once.
-    lock_removed: AtomicBool,
 }
 
 impl Health {
     pub fn new(lock: Option<PathBuf>) -> Health {
-        Health { accepting: AtomicBool::new(false), lock, lock_removed: AtomicBool::new(false) }
+        Health { accepting: AtomicBool::new(false), lock }
     }
 
     /// Writes the lock file (unless suppressed) and starts reporting healthy.
@@ -37,17 +35,10 @@ impl Health {
         Ok(())
     }
 
-    /// Starts reporting unhealthy and removes the lock file.
+    /// Starts reporting unhealthy and removes the lock file. Called once, at the start of the
+    /// shutdown.
     pub fn stop_accepting_and_remove_lock(&self) {
         self.accepting.store(false, Ordering::SeqCst);
-        self.remove_lock();
-    }
-
-    /// Removes the lock file, the first time only: the shutdown reaches here more than once.
-    pub fn remove_lock(&self) {
-        if self.lock_removed.swap(true, Ordering::SeqCst) {
-            return;
-        }
         if let Some(path) = &self.lock {
             log::info!("Removing lock-file : {}", path.display());
             if let Err(e) = std::fs::remove_file(path)

@@ -44,7 +44,7 @@ impl Limiter {
     /// the request joins the queue; what it returns is dropped when it leaves (for the metrics).
     pub async fn acquire<G>(
         &self,
-        deadline: Option<tokio::time::Instant>,
+        deadline: impl FnOnce() -> Option<tokio::time::Instant>,
         queued: impl FnOnce() -> G,
     ) -> Result<Slot, NoSlot> {
         let Some(slots) = &self.slots else { return Ok(Slot(None)) };
@@ -54,7 +54,7 @@ impl Limiter {
         let _place = self.join_queue().ok_or(NoSlot::Full)?;
         let _queued = queued();
         let acquire = Arc::clone(slots).acquire_owned();
-        let permit = match deadline {
+        let permit = match deadline() {
             Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.map_err(|_| NoSlot::TimedOut)?,
             None => acquire.await,
         };
@@ -102,12 +102,12 @@ mod tests {
     fn slots_are_returned_on_drop() {
         runtime().block_on(async {
             let limiter = Limiter::new(2, 0);
-            let a = limiter.acquire(None, || ()).await;
-            let b = limiter.acquire(None, || ()).await;
+            let a = limiter.acquire(|| None, || ()).await;
+            let b = limiter.acquire(|| None, || ()).await;
             assert!(a.is_ok() && b.is_ok() && limiter.is_full());
-            assert_eq!(limiter.acquire(None, || ()).await.err(), Some(NoSlot::Full));
+            assert_eq!(limiter.acquire(|| None, || ()).await.err(), Some(NoSlot::Full));
             drop(a);
-            assert!(limiter.acquire(None, || ()).await.is_ok());
+            assert!(limiter.acquire(|| None, || ()).await.is_ok());
         });
     }
 
@@ -117,7 +117,7 @@ mod tests {
             let limiter = Limiter::new(0, 5);
             let mut slots = Vec::new();
             for _ in 0..100 {
-                slots.push(limiter.acquire(None, || ()).await.unwrap());
+                slots.push(limiter.acquire(|| None, || ()).await.unwrap());
             }
             assert!(!limiter.is_full());
         });
@@ -127,20 +127,20 @@ mod tests {
     fn the_queue_is_first_come_first_served_and_bounded() {
         runtime().block_on(async {
             let limiter = Limiter::new(1, 2);
-            let held = limiter.acquire(None, || ()).await;
+            let held = limiter.acquire(|| None, || ()).await;
             let first = tokio::spawn({
                 let limiter = Arc::clone(&limiter);
-                async move { limiter.acquire(None, || ()).await.map(|_| 1) }
+                async move { limiter.acquire(|| None, || ()).await.map(|_| 1) }
             });
             tokio::task::yield_now().await;
             let second = tokio::spawn({
                 let limiter = Arc::clone(&limiter);
-                async move { limiter.acquire(None, || ()).await.map(|_| 2) }
+                async move { limiter.acquire(|| None, || ()).await.map(|_| 2) }
             });
             tokio::task::yield_now().await;
             assert_eq!(limiter.queued(), 2);
             assert!(limiter.is_full(), "every slot taken and the queue full");
-            assert_eq!(limiter.acquire(None, || ()).await.err(), Some(NoSlot::Full));
+            assert_eq!(limiter.acquire(|| None, || ()).await.err(), Some(NoSlot::Full));
             drop(held);
             assert_eq!(first.await.unwrap(), Ok(1), "the first to wait is the first served");
             assert_eq!(second.await.unwrap(), Ok(2));
@@ -152,10 +152,10 @@ mod tests {
     fn a_wait_ends_at_its_deadline_and_leaves_the_queue() {
         runtime().block_on(async {
             let limiter = Limiter::new(1, 1);
-            let _held = limiter.acquire(None, || ()).await;
+            let _held = limiter.acquire(|| None, || ()).await;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
             let joined = std::cell::Cell::new(false);
-            let result = limiter.acquire(Some(deadline), || joined.set(true)).await;
+            let result = limiter.acquire(|| Some(deadline), || joined.set(true)).await;
             assert_eq!(result.err(), Some(NoSlot::TimedOut));
             assert!(joined.get());
             assert_eq!(limiter.queued(), 0);

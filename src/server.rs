@@ -105,7 +105,6 @@ pub async fn run(cfg: Arc<Config>) -> i32 {
         again = signals.next_stop() => code = forced_exit(&app, again),
     }
     process::signal_all(libc::SIGKILL);
-    app.health.remove_lock();
     code
 }
 
@@ -286,8 +285,10 @@ impl App {
             return self.gate.refuse(req.method(), start, answers::payload_too_large(limit));
         }
         // Waiting for a slot counts against the request's own time limit.
-        let limit = [self.cfg.write_timeout, self.mode.time_limit(req.headers())].into_iter().flatten().min();
-        let deadline = limit.map(|limit| tokio::time::Instant::from_std(start + limit));
+        let deadline = || {
+            let limit = [self.cfg.write_timeout, self.mode.time_limit(req.headers())].into_iter().flatten().min();
+            limit.map(|limit| tokio::time::Instant::from_std(start + limit))
+        };
         let (admission, entry) = match self.gate.admit(req.method(), start, deadline, &self.cancel).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused.answer(),

@@ -1,6 +1,6 @@
 //! Configuration: every environment variable the watchdog reads, as one table ([`vars::VARS`]:
 //! names, modes, defaults, help, parse rule), and the [`Config`] parsed from it. This is the only
-//! module that reads the environment for settings (`RUST_LOG`, and `TMPDIR` for
+//! module that reads the environment for settings (`RUST_LOG` and `log_format`, and `TMPDIR` for
 //! `--run-healthcheck` and `mode` for `--help`, are read through it before the rest).
 //!
 //! Names and defaults follow the OpenFaaS watchdogs. Unlike them, a value that does not parse is

@@ -294,7 +294,8 @@ pub static VARS: &[Var] = &[
         help: "Content-Type of the function's answers; classic without it echoes the request's",
         set: |c, v| {
             let value = HeaderValue::from_str(v).map_err(|_| "expected a value that can be sent as a header")?;
-            c.content_type = (!v.is_empty()).then_some(value);
+            // Never empty: an empty value is unset, and classic's empty default is no default.
+            c.content_type = Some(value);
             Ok(())
         },
     },
