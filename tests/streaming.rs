@@ -439,7 +439,7 @@ fn head_stops_the_function_and_holds_its_slot_until_it_is_gone() {
     let tmp = TempDir::new();
     let marker = format!("fwd-stream-head-{}", std::process::id());
     let fprocess = format!("sh -c 'echo first; exec {} 25'", tmp.tagged_sleep(&marker));
-    let mut options = Options::new(&[("mode", "streaming"), ("fprocess", &fprocess), ("max_inflight", "2")]);
+    let mut options = Options::new(&[("mode", "streaming"), ("fprocess", &fprocess), ("max_inflight", "1")]);
     options.metrics = true;
     let wd = Watchdog::start_with(options);
     for i in 0..20 {
