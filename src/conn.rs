@@ -98,6 +98,9 @@ pub struct Handle {
     behind: AtomicBool,
     /// Writes so far: a paced body counts what it handed to hyper since the last one.
     writes: AtomicU64,
+    /// A paced body waits for the socket: `waiting` holds its waker. Looked at on every write,
+    /// where most connections (every answer that is not a stream) never wait.
+    parked: AtomicBool,
     waiting: Mutex<Option<Waker>>,
     reset: AtomicBool,
 }
@@ -112,7 +115,7 @@ impl Handle {
     fn wrote(&self, offered: usize, taken: usize) {
         self.behind.store(taken < offered, Ordering::Relaxed);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        if taken > 0 {
+        if taken > 0 && self.parked.swap(false, Ordering::AcqRel) {
             let waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
             if let Some(waker) = waiting {
                 waker.wake();
@@ -372,6 +375,7 @@ impl hyper::body::Body for Paced {
         let this = self.get_mut();
         if this.ahead() {
             *this.conn.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cx.waker().clone());
+            this.conn.parked.store(true, Ordering::Release);
             // The socket may have taken more meanwhile (the connection's writes run on this task,
             // but be sure rather than sleep forever).
             if this.ahead() {

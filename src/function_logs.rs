@@ -18,7 +18,9 @@ use tokio::net::unix::pipe;
 use crate::json_log;
 use crate::logging::{self, Output};
 
-/// The most bytes of output whose lines wait together for room in the log: at most 1024 lines.
+/// The most bytes of output whose lines wait together for room in the log, and are queued as one
+/// batch: at most 1024 lines, some 40 KB formatted. It bounds what a forwarder queues past
+/// [`logging::ROOM`], so a burst of function output cannot push the watchdog's own lines out.
 const PIECE: usize = 1024;
 
 /// How lines are written.
@@ -73,9 +75,10 @@ pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, 
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        // In pieces: what waits for room is a piece's lines, not a whole read's (a 16 KiB read of
-        // `y\n` is 8192 lines, about 300 KB formatted).
-        for piece in buf[..n].chunks(PIECE) {
+        // Log lines go in pieces: what waits for room is a piece's lines, not a whole read's (a
+        // 16 KiB read of `y\n` is 8192 lines, about 300 KB formatted). Raw lines keep their size.
+        let piece = if style.prefix { PIECE } else { n };
+        for piece in buf[..n].chunks(piece) {
             lines.push(piece, |line, cut| out.add(line, cut, stream, style, call_id));
             out.send(stream).await;
         }
@@ -84,12 +87,12 @@ pub async fn forward(mut pipe: pipe::Receiver, stream: Stream, style: LogStyle, 
     out.send(stream).await;
 }
 
-/// The lines of one piece of output, on their way to the log.
+/// The lines of one piece of output, on their way to the log together.
 #[derive(Default)]
 struct Pending {
     /// Log lines, formatted.
-    lines: Vec<Vec<u8>>,
-    /// Raw lines (`prefix_logs=false`), which go out together.
+    lines: Vec<u8>,
+    /// Raw lines (`prefix_logs=false`).
     raw: Vec<u8>,
 }
 
@@ -103,22 +106,20 @@ impl Pending {
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
-        self.lines.push(match logging::json() {
-            true => json_line(line, cut, stream, call_id),
+        match logging::json() {
+            true => self.lines.extend_from_slice(&json_line(line, cut, stream, call_id)),
             false => {
                 let text = String::from_utf8_lossy(line);
-                logging::function_line_text(format_args!("{}: {text}{}", stream.name(), Tag(call_id)))
+                logging::function_line_text(&mut self.lines, format_args!("{}: {text}{}", stream.name(), Tag(call_id)));
             }
-        });
+        }
     }
 
-    /// Queues each line once the log has room for it: waiting once per read would let a few
-    /// functions that write short lines fill the queue past the point where the watchdog's own
-    /// log lines are dropped.
+    /// Queues the lines once the log has room for them.
     async fn send(&mut self, stream: Stream) {
-        for line in self.lines.drain(..) {
+        if !self.lines.is_empty() {
             logging::room().await;
-            logging::function_line(line);
+            logging::function_lines(std::mem::take(&mut self.lines));
         }
         if !self.raw.is_empty() {
             logging::room().await;

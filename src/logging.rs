@@ -22,7 +22,6 @@
 //! - `/_/health`, `/_/ready` and `/metrics` neither log nor wait, so they keep answering.
 
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -86,16 +85,16 @@ pub fn log_line(line: Vec<u8>) {
     QUEUE.push(Output::Stderr, line, true);
 }
 
-/// A line of a function's output for the log (`line` as [`function_line_text`] or
-/// `function_logs::json_line` made it). Never dropped: its forwarder waits for [`room`] before
-/// each line, which bounds what the forwarders queue beyond [`ROOM`] to a line each.
-pub fn function_line(line: Vec<u8>) {
-    QUEUE.push(Output::Stderr, line, false);
+/// Lines of a function's output for the log (each as [`function_line_text`] or
+/// `function_logs::json_line` made it). Never dropped: their forwarder waits for [`room`] before
+/// each batch and keeps batches small, which bounds what the forwarders queue beyond [`ROOM`].
+pub fn function_lines(lines: Vec<u8>) {
+    QUEUE.push(Output::Stderr, lines, false);
 }
 
-/// A text log line (with its timestamp) for `message`, as the logger would write it at `level`.
-pub fn function_line_text(message: std::fmt::Arguments<'_>) -> Vec<u8> {
-    record_line(log::Level::Info, &message)
+/// Appends a text log line (with its timestamp) for `message`, at info, to `out`.
+pub fn function_line_text(out: &mut Vec<u8>, message: std::fmt::Arguments<'_>) {
+    append_line(out, log::Level::Info, &message);
 }
 
 /// A line for stderr written at once, without the queue and the filter: for the init process
@@ -187,24 +186,28 @@ fn line_in(format: Format, level: log::Level, message: &std::fmt::Arguments<'_>)
 
 /// One text log line, the only place where the text format is decided.
 fn format_line(level: log::Level, message: &std::fmt::Arguments<'_>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(128);
+    append_line(&mut line, level, message);
+    line
+}
+
+fn append_line(out: &mut Vec<u8>, level: log::Level, message: &std::fmt::Arguments<'_>) {
     let level = match level {
         log::Level::Error | log::Level::Warn | log::Level::Info => "",
         log::Level::Debug => "debug: ",
         log::Level::Trace => "trace: ",
     };
-    let mut line = String::with_capacity(128);
     STAMP.with_borrow_mut(|stamp| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if stamp.0 != now || stamp.1.is_empty() {
             *stamp = (now, timestamp(UNIX_EPOCH + Duration::from_secs(now)));
         }
-        line.push_str(&stamp.1);
+        out.extend_from_slice(stamp.1.as_bytes());
     });
-    line.push(' ');
-    line.push_str(level);
-    let _ = line.write_fmt(*message);
-    line.push('\n');
-    line.into_bytes()
+    out.push(b' ');
+    out.extend_from_slice(level.as_bytes());
+    let _ = std::io::Write::write_fmt(out, *message);
+    out.push(b'\n');
 }
 
 thread_local! {

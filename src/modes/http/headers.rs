@@ -11,6 +11,7 @@ use hyper::Uri;
 use hyper::header::{
     CONNECTION, CONTENT_LENGTH, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
+use hyper::http::uri::InvalidUri;
 
 use crate::config::{self, Config, UpstreamUrl, go_duration};
 
@@ -34,17 +35,18 @@ fn hop_by_hop() -> &'static [HeaderName; 8] {
     })
 }
 
-/// The upstream URL for a request: `http://h:5000/base/` and `/a?q=1` give
-/// `http://h:5000/base/a?q=1` (the reference gives `/base//a?q=1`). `*` (`OPTIONS *`, about the
-/// server as a whole) stays `*`.
-pub fn uri_for(upstream: &UpstreamUrl, request: &Uri) -> Result<Uri, hyper::http::Error> {
+/// The request target that goes to the function, in origin-form: the upstream URL's base path and
+/// the request's path and query, joined with one slash (`http://h:5000/base/` and `/a?q=1` give
+/// `/base/a?q=1`; the reference gives `/base//a?q=1`). `*` (`OPTIONS *`, about the server as a
+/// whole) stays `*`, and without a base path an origin-form target (nearly every request) goes out
+/// as it came.
+pub fn target(upstream: &UpstreamUrl, request: Uri) -> Result<Uri, InvalidUri> {
     let path = request.path_and_query().map_or("/", |pq| pq.as_str());
-    let builder = Uri::builder().scheme("http").authority(upstream.authority.clone());
-    if path == "*" {
-        return builder.path_and_query("*").build();
+    if path == "*" || upstream.base.is_empty() && request.scheme().is_none() && path.starts_with('/') {
+        return Ok(request);
     }
     let slash = if path.starts_with('/') { "" } else { "/" };
-    builder.path_and_query(format!("{}{slash}{path}", upstream.base)).build()
+    format!("{}{slash}{path}", upstream.base).parse()
 }
 
 /// Drops the hop-by-hop headers and every header that `Connection` names. With `upgrade`, the
@@ -162,21 +164,22 @@ mod tests {
     use super::*;
 
     fn join(base: &str, request: &str) -> String {
-        uri_for(&UpstreamUrl::parse(base).unwrap(), &request.parse().unwrap()).unwrap().to_string()
+        target(&UpstreamUrl::parse(base).unwrap(), request.parse().unwrap()).unwrap().to_string()
     }
 
     #[test]
     fn paths_join_with_one_slash() {
-        assert_eq!(join("http://h:5000", "/a?q=1"), "http://h:5000/a?q=1");
-        assert_eq!(join("http://h:5000/", "/a?q=1"), "http://h:5000/a?q=1");
-        assert_eq!(join("http://h:5000/base", "/a/b?q=1&r=%20"), "http://h:5000/base/a/b?q=1&r=%20");
-        assert_eq!(join("http://h:5000/base/", "/a?q=1"), "http://h:5000/base/a?q=1");
-        assert_eq!(join("http://h:5000/base/", "/"), "http://h:5000/base/");
-        assert_eq!(join("http://h/base", "http://client.example/x?y"), "http://h/base/x?y");
+        assert_eq!(join("http://h:5000", "/a?q=1"), "/a?q=1");
+        assert_eq!(join("http://h:5000/", "/a?q=1"), "/a?q=1");
+        assert_eq!(join("http://h:5000/base", "/a/b?q=1&r=%20"), "/base/a/b?q=1&r=%20");
+        assert_eq!(join("http://h:5000/base/", "/a?q=1"), "/base/a?q=1");
+        assert_eq!(join("http://h:5000/base/", "/"), "/base/");
+        assert_eq!(join("http://h/base", "http://client.example/x?y"), "/base/x?y");
+        assert_eq!(join("http://h", "http://client.example/x?y"), "/x?y");
         assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().to_string(), "http://[::1]:5000/b");
         assert_eq!(UpstreamUrl::parse("http://[::1]:5000/b/").unwrap().host(), "::1");
         assert_eq!(UpstreamUrl::parse("http://h").unwrap().port(), 80);
-        assert_eq!(join("http://h:5000/base", "*"), "http://h:5000*");
+        assert_eq!(join("http://h:5000/base", "*"), "*");
     }
 
     #[test]

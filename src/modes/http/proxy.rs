@@ -24,14 +24,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
 use super::Http;
-use super::headers::{Limit, check_framing, remove_hop_by_hop, uri_for, websocket_upgrade};
+use super::headers::{Limit, check_framing, remove_hop_by_hop, target, websocket_upgrade};
 use super::pool::{Conn, Failure, Pool, one_line};
 use crate::admission::Admission;
 use crate::answers;
@@ -80,9 +80,12 @@ impl Outgoing {
     /// Whether the request may be sent twice: Go's rule, a method that is safe to repeat or an
     /// idempotency key.
     fn repeatable(&self) -> bool {
+        // Names made once: a lookup by `&str` parses the name every time.
+        static KEY: HeaderName = HeaderName::from_static("idempotency-key");
+        static X_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
         matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
-            || self.headers.contains_key("idempotency-key")
-            || self.headers.contains_key("x-idempotency-key")
+            || self.headers.contains_key(&KEY)
+            || self.headers.contains_key(&X_KEY)
     }
 }
 
@@ -100,18 +103,9 @@ impl Http {
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(scope.start + l.after))),
             limit: l,
         });
-        // The request target goes out in origin-form (`/base/a?q=1`), or `*`. Without a base path,
-        // an origin-form target (nearly all of them) goes out as it came.
-        let uri = if self.upstream.base.is_empty() && parts.uri.scheme().is_none() && parts.uri.path().starts_with('/')
-        {
-            parts.uri
-        } else {
-            match uri_for(&self.upstream, &parts.uri) {
-                Ok(uri) => {
-                    uri.path_and_query().map_or_else(|| Uri::from_static("/"), |target| Uri::from(target.clone()))
-                }
-                Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
-            }
+        let uri = match target(&self.upstream, parts.uri) {
+            Ok(uri) => uri,
+            Err(e) => return finish(log, &scope, answers::bad_request(&format!("invalid request target: {e}"))),
         };
         let framed = parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
         let mut headers = parts.headers;
@@ -183,7 +177,8 @@ impl Http {
         if !*self.ready.borrow() {
             let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
         }
-        let failure = Arc::new(Mutex::new(None));
+        // Only a streamed body can fail while it is sent.
+        let mut failure = None;
         // A body held in memory (or none) can be sent again.
         let (body, again) = match body {
             RequestBody::Empty => (Body::empty(), Some(Bytes::new())),
@@ -199,7 +194,8 @@ impl Http {
             body if body.is_end_stream() => (Body::empty(), Some(Bytes::new())),
             body => {
                 let deadline = from_now(self.cfg.read_timeout);
-                (Body::stream(ClientBody { body, deadline, timer: None, failure: Arc::clone(&failure) }), None)
+                let failed = failure.insert(Arc::new(Mutex::new(None)));
+                (Body::stream(ClientBody { body, deadline, timer: None, failure: Arc::clone(failed) }), None)
             }
         };
         let again = again.filter(|_| out.repeatable());
@@ -214,7 +210,7 @@ impl Http {
             };
             let reused = conn.reused;
             drop(conn);
-            if let Some(why) = lock(&failure).take() {
+            if let Some(why) = failure.as_deref().and_then(|failure| lock(failure).take()) {
                 return Err(NoAnswer::Body(why));
             }
             // Go's transport: a request that met a pooled connection the function had closed is
