@@ -36,6 +36,11 @@ pub enum Parsed {
     Invalid { why: String, line: String },
 }
 
+/// The log line for a refused block: why, and the offending line.
+pub fn log_refused(why: &str, line: &str) {
+    log::info!("Function's CGI header block refused: {why}: {line:?}");
+}
+
 /// Parses the header block at the start of `output`. `ended`: no more output will come.
 pub fn parse(output: &[u8], ended: bool) -> Parsed {
     let mut headers = HeaderMap::new();

@@ -23,7 +23,7 @@ use crate::admission::Admission;
 pub use crate::body::BodyError;
 use crate::body::{Body, RequestBody};
 use crate::cgi;
-use crate::config::{Config, Mode, go_duration};
+use crate::config::{Config, Mode};
 use crate::function_logs::{self, LogStyle, Stream};
 use crate::process::{Child, Env};
 use crate::shutdown::Cancel;
@@ -261,58 +261,9 @@ impl std::fmt::Display for HumanSize {
     }
 }
 
-/// Why the watchdog stopped a function before it finished by itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interrupted {
-    ExecTimeout,
-    WriteTimeout,
-    /// The hard stop at shutdown ([`Scope::cancel`]).
-    Cancelled,
-}
-
-impl Interrupted {
-    /// Resolves with the first interruption to come: the hard stop, then `exec`, then `write`
-    /// (so equal deadlines report `exec_timeout`).
-    pub async fn first(
-        exec: Option<tokio::time::Instant>,
-        write: Option<tokio::time::Instant>,
-        cancel: &Cancel,
-    ) -> Interrupted {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => Interrupted::Cancelled,
-            () = sleep_until(exec) => Interrupted::ExecTimeout,
-            () = sleep_until(write) => Interrupted::WriteTimeout,
-        }
-    }
-
-    /// Logs that the function is being killed, and why.
-    pub fn log(self, cfg: &Config) {
-        match self {
-            Interrupted::ExecTimeout => log::info!("Killing process: {}", cfg.fprocess),
-            Interrupted::WriteTimeout => log::info!(
-                "Killing process: {} - no response within write_timeout ({})",
-                cfg.fprocess,
-                go_duration(cfg.write_timeout.unwrap_or_default())
-            ),
-            Interrupted::Cancelled => {
-                log::info!("Killing process: {} - the watchdog is shutting down", cfg.fprocess)
-            }
-        }
-    }
-}
-
 /// The instant `limit` from now, if there is a limit.
 pub fn from_now(limit: Option<Duration>) -> Option<tokio::time::Instant> {
     limit.map(|limit| tokio::time::Instant::now() + limit)
-}
-
-/// Sleeps until `deadline`; without one, forever.
-pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `X-Duration-Seconds` (`%f`: six decimals) since the request started.

@@ -16,6 +16,7 @@ mod spawn;
 
 pub use spawn::{Env, Program, give_children_fd_limit};
 
+use crate::admission::Admission;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -115,7 +116,7 @@ pub struct Child {
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     /// Dropped once the leader is reaped ([`Child::hold_until_reaped`]).
-    held: Option<Box<dyn std::any::Any + Send + Sync>>,
+    held: Admission,
 }
 
 /// How the leader's exit is noticed. Most functions have exited by the time their output ends,
@@ -179,7 +180,7 @@ impl Child {
             stdin: None,
             stdout: None,
             stderr: None,
-            held: None,
+            held: Admission::default(),
         };
         // From here on `child` owns the process: an early return kills and reaps it.
         child.stdin = Some(stdin_write);
@@ -190,8 +191,8 @@ impl Child {
 
     /// Keeps `held` until the leader is reaped, on every path: a request's slot is not free while
     /// its function may still run.
-    pub fn hold_until_reaped(&mut self, held: impl std::any::Any + Send + Sync) {
-        self.held = Some(Box::new(held));
+    pub fn hold_until_reaped(&mut self, held: Admission) {
+        self.held = held;
     }
 
     /// Sends `signal` to every process in the function's group. Does nothing once reaped.
@@ -261,7 +262,7 @@ impl Child {
         }
         let status = waitpid_blocking(self.pid);
         self.status = Some(status);
-        self.held = None;
+        self.held = Admission::default();
         status
     }
 
@@ -292,7 +293,7 @@ impl Drop for Child {
         // holds only the pid and the exit watch until it runs: a runtime that is shutting down
         // drops new tasks unpolled, and a whole `Child` dropped there would come back here, again
         // and again until the stack overflows.
-        let (pid, exit, held) = (self.pid, std::mem::take(&mut self.exit), self.held.take());
+        let (pid, exit, held) = (self.pid, std::mem::take(&mut self.exit), std::mem::take(&mut self.held));
         let reaper = move || Child { pid, exit, status: None, stdin: None, stdout: None, stderr: None, held };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {

@@ -18,11 +18,10 @@ use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
-use tokio::time::Instant;
 
 use super::{
-    AccessLog, BodyError, BoxFuture, Handler, Interrupted, Scope, Seconds, call_id, from_now, function_env, log_stderr,
-    read_body, with_duration,
+    AccessLog, BodyError, BoxFuture, Handler, Scope, Seconds, call_id, from_now, function_env, log_stderr, read_body,
+    with_duration,
 };
 use crate::body::{Body, RequestBody};
 use crate::cgi_response::{self, Head, Parsed};
@@ -32,10 +31,10 @@ use crate::logging::{self, Output};
 use crate::process::{self, Child, Exchanged, Program, Spec, Stderr};
 use crate::{answers, json_log};
 use crate::{cgi, marshal};
-pub use policy::Policy;
+use policy::Policy;
 pub use policy::of as policy;
 use policy::{Io, Log, TimeoutAnswer};
-use run::{Ending, Limits, Outcome};
+use run::{Ending, Interrupted, Limits, Outcome};
 
 pub struct Fork {
     cfg: Arc<Config>,
@@ -120,7 +119,7 @@ impl Fork {
     /// The limits of a run that starts now.
     fn limits(&self, scope: &Scope) -> Limits {
         Limits {
-            exec: self.cfg.exec_timeout.map(|limit| Instant::now() + limit),
+            exec: from_now(self.cfg.exec_timeout),
             write: scope.deadline(self.cfg.write_timeout),
             cancel: scope.cancel.clone(),
         }
@@ -184,10 +183,10 @@ impl Fork {
     ) -> Response<Body> {
         let cfg = &*self.cfg;
         let seconds = Seconds(scope.start.elapsed());
+        let mut output = Bytes::from(output);
         if cfg.write_debug {
             log.output(&output, cfg.log_buffer_size);
         }
-        let mut output = Bytes::from(output);
         let mut cgi = None;
         if cfg.cgi_response {
             match cgi_response::parse(&output, true) {
@@ -244,7 +243,7 @@ impl Fork {
 
     /// 502 for output that does not start with a valid CGI header block.
     fn invalid_head(&self, why: &str, line: &str, scope: &Scope) -> Response<Body> {
-        log::info!("Function's CGI header block refused: {why}: {line:?}");
+        cgi_response::log_refused(why, line);
         self.timed(answers::invalid_cgi_head(why), scope)
     }
 
@@ -324,7 +323,7 @@ impl OutputCheck {
         }
         match cgi_response::parse(output, false) {
             Parsed::Invalid { why, line } => {
-                log::info!("Function's CGI header block refused: {why}: {line:?}");
+                cgi_response::log_refused(&why, &line);
                 Ending::InvalidHead(why)
             }
             _ => Ending::OutputTooLarge,
@@ -391,10 +390,10 @@ impl RequestLog {
 
     /// `write_debug`: the function's output on stdout. Text: whole and at once, as Go's
     /// `os.Stdout.Write` (a last line without a newline too); JSON: a line of the log per line.
-    fn output(&self, output: &[u8], max_line: Option<usize>) {
+    fn output(&self, output: &Bytes, max_line: Option<usize>) {
         let bytes = match logging::json() {
             true => Bytes::from(function_logs::json_lines(output, Stream::Stdout, max_line, self.call_id())),
-            false => Bytes::copy_from_slice(output),
+            false => output.clone(),
         };
         logging::pass_on(Output::Stdout, bytes);
     }

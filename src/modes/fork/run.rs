@@ -8,7 +8,8 @@ use std::process::ExitStatus;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::modes::{BodyError, Interrupted};
+use crate::config::go_duration;
+use crate::modes::BodyError;
 use crate::process::{Child, describe};
 use crate::shutdown::Cancel;
 
@@ -31,6 +32,40 @@ pub enum Ending {
     OutputTooLarge,
     /// Reading the output failed.
     OutputFailed(String),
+}
+
+/// Why the watchdog stopped a function before it finished by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupted {
+    ExecTimeout,
+    WriteTimeout,
+    /// The hard stop at shutdown.
+    Cancelled,
+}
+
+impl Interrupted {
+    /// Resolves with the first interruption to come: the hard stop, else the earlier of `exec` and
+    /// `write` (equal deadlines report `exec_timeout`), on one timer.
+    async fn first(limits: &Limits) -> Interrupted {
+        let (at, why) = match (limits.exec, limits.write) {
+            (Some(exec), Some(write)) if write < exec => (Some(write), Interrupted::WriteTimeout),
+            (None, Some(write)) => (Some(write), Interrupted::WriteTimeout),
+            (exec, _) => (exec, Interrupted::ExecTimeout),
+        };
+        tokio::select! {
+            biased;
+            () = limits.cancel.cancelled() => Interrupted::Cancelled,
+            () = sleep_until(at) => why,
+        }
+    }
+}
+
+/// Sleeps until `deadline`; without one, forever.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How a run ended, with the leader's exit status (the SIGKILL's, when it was stopped).
@@ -72,12 +107,20 @@ pub async fn run<S>(
 ) -> Outcome {
     let ending = tokio::select! {
         biased;
-        why = Interrupted::first(limits.exec, limits.write, &limits.cancel) => Ending::Interrupted(why),
+        why = Interrupted::first(&limits) => Ending::Interrupted(why),
         ending = exchange(&child, &mut stdin) => ending,
     };
     match &ending {
         Ending::Exited | Ending::HeadAnswered => {}
-        Ending::Interrupted(why) => why.log(cfg),
+        Ending::Interrupted(Interrupted::ExecTimeout) => log::info!("Killing process: {}", cfg.fprocess),
+        Ending::Interrupted(Interrupted::WriteTimeout) => log::info!(
+            "Killing process: {} - no response within write_timeout ({})",
+            cfg.fprocess,
+            go_duration(cfg.write_timeout.unwrap_or_default())
+        ),
+        Ending::Interrupted(Interrupted::Cancelled) => {
+            log::info!("Killing process: {} - the watchdog is shutting down", cfg.fprocess)
+        }
         Ending::InputBroken(e) => log::info!("Killing process: {} - {e}", cfg.fprocess),
         Ending::ClientGone => log::info!("Killing process: {} - the client went away", cfg.fprocess),
         Ending::InvalidHead(_) => log::info!("Killing process: {} - its CGI header block was refused", cfg.fprocess),

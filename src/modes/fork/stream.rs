@@ -171,14 +171,16 @@ impl Pump {
                 },
                 () = self.demand.notified(), if !wanted => wanted = true,
                 chunk = read_chunk(stdout.as_mut(), &mut buf, exited), if wanted && stdout.is_some() => match chunk {
-                    Some(chunk) => match self.take(chunk) {
+                    Ok(Some(chunk)) => match self.take(chunk) {
                         Taken::More => {}
                         Taken::Sent => wanted = false,
                         Taken::HeadAnswered => return Ending::HeadAnswered,
                         Taken::ClientGone => return Ending::ClientGone,
                         Taken::Invalid(why) => return Ending::InvalidHead(why),
                     },
-                    None => stdout = None,
+                    Ok(None) => stdout = None,
+                    // Not the end of the output: a cut stream must not pass for a whole one.
+                    Err(e) => return Ending::OutputFailed(e.to_string()),
                 },
                 () = &mut exit, if !exited => exited = true,
             }
@@ -199,7 +201,7 @@ impl Pump {
                 match cgi_response::parse(held, false) {
                     Parsed::Partial => return Taken::More,
                     Parsed::Invalid { why, line } => {
-                        log::info!("Function's CGI header block refused: {why}: {line:?}");
+                        cgi_response::log_refused(&why, &line);
                         return Taken::Invalid(why);
                     }
                     Parsed::Head { head, body } => {
@@ -274,15 +276,22 @@ enum Taken {
 
 /// The next piece of output; `None` at its end. Once the function has exited, output that stays
 /// silent for [`OUTPUT_GRACE`] has ended too: only a descendant can still hold it open.
-async fn read_chunk(stdout: Option<&mut pipe::Receiver>, buf: &mut BytesMut, exited: bool) -> Option<Bytes> {
-    let stdout = stdout?;
+async fn read_chunk(
+    stdout: Option<&mut pipe::Receiver>,
+    buf: &mut BytesMut,
+    exited: bool,
+) -> std::io::Result<Option<Bytes>> {
+    let Some(stdout) = stdout else { return Ok(None) };
     buf.reserve(CHUNK);
     let read = stdout.read_buf(buf);
-    let n = if exited { tokio::time::timeout(OUTPUT_GRACE, read).await.ok()? } else { read.await };
-    match n {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(buf.split().freeze()),
-    }
+    let n = match exited {
+        true => match tokio::time::timeout(OUTPUT_GRACE, read).await {
+            Ok(n) => n?,
+            Err(_) => return Ok(None),
+        },
+        false => read.await?,
+    };
+    Ok((n > 0).then(|| buf.split().freeze()))
 }
 
 /// Copies the request body into the function's stdin as it arrives, then closes stdin (sets it to
