@@ -3,7 +3,7 @@
 #   COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog
 # It holds the static binary of `make dist` and nothing else. `make image` builds it for this
 # machine; `docker buildx build --platform linux/amd64,linux/arm64 ...` builds both from one
-# `make dist` (README, "Using it in a function image").
+# `make dist` (docs/operations.md, "Building and publishing the watchdog image").
 FROM scratch
 # Set by BuildKit for each platform; `make image` passes it to the legacy builder, which does not.
 ARG TARGETARCH

@@ -79,9 +79,14 @@ if [ -z "$bin" ]; then
       say "installing musl-tools with apt-get (the static build compiles mimalloc)"
       $sudo apt-get install -y -qq musl-tools >/dev/null 2>&1 || true
     fi
-    say "building the static (musl) release binary"
-    (cd "$root" && cargo build --release --quiet --target x86_64-unknown-linux-musl)
-    shipped=$root/target/x86_64-unknown-linux-musl/release/fwatchdog
+    # Without musl-gcc the build would fail and end the run: the static rows say n/a instead.
+    if command -v musl-gcc >/dev/null; then
+      say "building the static (musl) release binary"
+      (cd "$root" && cargo build --release --quiet --target x86_64-unknown-linux-musl)
+      shipped=$root/target/x86_64-unknown-linux-musl/release/fwatchdog
+    else
+      say "musl-tools could not be installed: no rows for the static build"
+    fi
   fi
   revision="$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 else
@@ -470,7 +475,8 @@ if [ -n "${mode_env[http]:-}" ]; then
   if start_watchdog mode="${mode_env[http]}" fprocess="$fwbench upstream 127.0.0.1:$port" upstream_url="http://127.0.0.1:$port"; then
     saved_duration=$duration
     duration=$http_round_seconds
-    best_wd=0 best_nginx=0
+    # A round whose wrk run failed has 0 req/s and is never the best: the rows say so.
+    best_wd=0 best_nginx=0 wd_cpu=0 wd_lat="wrk failed" wd_foreign=0 nginx_cpu=0 nginx_lat="wrk failed" nginx_foreign=0
     for ((round = 1; round <= http_rounds; round++)); do
       # shellcheck disable=SC2086
       measure 8 13 "$wd_port" "$wd_pid" $wd_tree
