@@ -42,6 +42,6 @@ pub use self::{
     procfs::{all_processes, descendants, open_fds, proc_status, processes_with, zombies_of},
     tempdir::TempDir,
     tools::skip,
-    wait::wait_for,
+    wait::{PACE, poll, wait_for, wait_for_paced},
     watchdog::{BIN, Options, Watchdog, free_port},
 };
