@@ -1256,23 +1256,7 @@ fn read_only_lock_directory_is_a_start_error() {
         }
     }
     let start = |tmpdir: &std::path::Path| {
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let out = command
-            .env("fprocess", "cat")
-            .env("port", "0")
-            .env("metrics_port", "0")
-            .env("TMPDIR", tmpdir)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run fwatchdog");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        run_once_wrapped(wrapper, &[("fprocess", "cat"), ("TMPDIR", &tmpdir.display().to_string())], &[])
     };
 
     let (code, stderr) = start(&dir);
@@ -1292,16 +1276,8 @@ fn read_only_lock_directory_is_a_start_error() {
 fn overflowing_timeouts_are_start_errors() {
     for name in ["read_timeout", "write_timeout", "exec_timeout", "healthcheck_interval"] {
         for value in ["18446744073709551615", "3000000h"] {
-            let out = Command::new(BIN)
-                .env("fprocess", "cat")
-                .env("port", "0")
-                .env("metrics_port", "0")
-                .env("TMPDIR", "/nonexistent")
-                .env(name, value)
-                .output()
-                .expect("run fwatchdog");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
+            let (code, stderr) = run_once(&[("fprocess", "cat"), ("TMPDIR", "/nonexistent"), (name, value)], &[]);
+            assert_eq!(code, Some(2), "{name}={value}: {stderr}");
             let expected = format!("{name}: too large, the limit is 2562047h47m16.854775807s, got \"{value}\"");
             assert!(stderr.contains(&expected), "{name}={value}: {stderr}");
         }
