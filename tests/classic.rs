@@ -50,7 +50,7 @@ fn version_help_and_unknown_flags() {
         assert_eq!(code, Some(0), "{stderr}");
         assert!(stderr.starts_with("Version: "), "{stderr}");
     }
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = bin_command(&["--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     // Every variable of the docs' table (generated from the same table as --help), aliases too.
@@ -71,7 +71,7 @@ fn version_help_and_unknown_flags() {
 #[test]
 fn run_healthcheck_follows_the_lock_file_and_needs_no_config() {
     let tmp = TempDir::new();
-    let check = |flag: &str| Command::new(BIN).arg(flag).env_clear().env("TMPDIR", tmp.path()).output().unwrap();
+    let check = |flag: &str| bin_command(&[flag]).env("TMPDIR", tmp.path()).output().unwrap();
     let out = check("--run-healthcheck");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unable to find lock file."));

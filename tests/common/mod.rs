@@ -47,5 +47,5 @@ pub use self::{
     tempdir::TempDir,
     tools::skip,
     wait::{PACE, poll, wait_for, wait_for_paced},
-    watchdog::{BIN, Options, Watchdog, free_port},
+    watchdog::{BIN, Options, Watchdog, bin_command, free_port},
 };

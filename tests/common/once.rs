@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::procfs::descendants;
 use super::tempdir::TempDir;
 use super::wait::{PACE, poll};
-use super::watchdog::BIN;
+use super::watchdog::{BIN, clean_env};
 
 /// How long a watchdog that should stop at its start may take; it takes milliseconds.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// Runs the watchdog with `args` and only `env`, on top of PATH and HOME, its own TMPDIR, `port=0`
+/// Runs the watchdog with `args` and only `env`, on top of a clean environment ([`clean_env`]), its own TMPDIR, `port=0`
 /// and `metrics_port=0` (each unless `env` gives it), and returns its exit code and its log
 /// (stderr). One still running after 10 s is killed, and its code is `None`.
 pub fn run_once(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
@@ -33,12 +33,7 @@ pub fn run_once_wrapped(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -
         }
         None => Command::new(BIN),
     };
-    command.args(args).env_clear();
-    for name in ["PATH", "HOME"] {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
+    clean_env(&mut command).args(args);
     let given = |name: &str| env.iter().any(|(k, _)| *k == name);
     if !given("TMPDIR") {
         command.env("TMPDIR", tmp.path());

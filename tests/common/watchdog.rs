@@ -38,6 +38,29 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What the watchdog (and so its functions) keeps of the test runner's environment: what finding
+/// programs needs, nothing that configures it. A developer's exported `mode`, `read_timeout` or
+/// `upstream_url` would otherwise change every test.
+const KEPT_ENV: [&str; 2] = ["PATH", "HOME"];
+
+/// Clears `command`'s environment but for [`KEPT_ENV`]; the test adds what it sets.
+pub fn clean_env(command: &mut Command) -> &mut Command {
+    command.env_clear();
+    for name in KEPT_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// The watchdog, run with `args` and a clean environment (see [`clean_env`]).
+pub fn bin_command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    clean_env(&mut command).args(args);
+    command
+}
+
 /// How to start a watchdog.
 pub struct Options {
     pub env: Vec<(String, String)>,
@@ -83,8 +106,8 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts a watchdog with `env` (port, metrics_port and TMPDIR are chosen unless given) and
-    /// waits until it is healthy.
+    /// Starts a watchdog with `env` (port, metrics_port and TMPDIR are chosen unless given) on top
+    /// of a clean environment (see [`clean_env`]), and waits until it is healthy.
     pub fn start(env: &[(&str, &str)]) -> Watchdog {
         Watchdog::start_with(Options::new(env))
     }
@@ -108,6 +131,7 @@ impl Watchdog {
         } else {
             None
         };
+        clean_env(&mut command);
         command.env("metrics_port", metrics_port.map_or("0".to_string(), |p| p.to_string()));
         if !given("port") {
             command.env("port", "0");
@@ -115,7 +139,6 @@ impl Watchdog {
         if !given("TMPDIR") {
             command.env("TMPDIR", tmp.path());
         }
-        command.env_remove("RUST_LOG");
         for (k, v) in &options.env {
             command.env(k, v);
         }
