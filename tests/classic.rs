@@ -14,22 +14,6 @@ fn echo() -> Watchdog {
 
 // ---------------------------------------------------------------- configuration and command line
 
-/// Runs the binary with only `env` (plus a private TMPDIR) and returns (exit code, stderr).
-fn run_once(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let tmp = TempDir::new();
-    let out = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TMPDIR", tmp.path())
-        .env("port", "0")
-        .env("metrics_port", "0")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run fwatchdog");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn invalid_configuration_stops_the_start_with_one_line() {
     for (env, needle) in [
@@ -42,7 +26,7 @@ fn invalid_configuration_stops_the_start_with_one_line() {
         (("max_inflight", "lots"), "max_inflight: "),
     ] {
         let (code, stderr) = run_once(&[("fprocess", "cat"), env], &[]);
-        assert_eq!(code, 2, "{env:?}: {stderr}");
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| !l.contains("Version:")).collect();
         assert_eq!(errors.len(), 1, "one line for {env:?}: {stderr}");
         assert!(errors[0].contains(needle), "{env:?}: {stderr}");
@@ -52,10 +36,10 @@ fn invalid_configuration_stops_the_start_with_one_line() {
 #[test]
 fn fprocess_is_required_and_quotes_must_balance() {
     let (code, stderr) = run_once(&[], &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("fprocess"), "{stderr}");
     let (code, stderr) = run_once(&[("fprocess", "sh -c 'echo hi")], &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("fprocess: unbalanced single quote"), "{stderr}");
 }
 
@@ -63,10 +47,10 @@ fn fprocess_is_required_and_quotes_must_balance() {
 fn version_help_and_unknown_flags() {
     for flag in ["-version", "--version"] {
         let (code, stderr) = run_once(&[], &[flag]);
-        assert_eq!(code, 0);
+        assert_eq!(code, Some(0), "{stderr}");
         assert!(stderr.starts_with("Version: "), "{stderr}");
     }
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = bin_command(&["--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     // Every variable of the docs' table (generated from the same table as --help), aliases too.
@@ -80,14 +64,14 @@ fn version_help_and_unknown_flags() {
     for name in names {
         assert!(help.contains(&format!("  {name} ")), "--help lists {name}:\n{help}");
     }
-    let (code, _) = run_once(&[], &["--bogus"]);
-    assert_eq!(code, 2);
+    let (code, stderr) = run_once(&[], &["--bogus"]);
+    assert_eq!(code, Some(2), "{stderr}");
 }
 
 #[test]
 fn run_healthcheck_follows_the_lock_file_and_needs_no_config() {
     let tmp = TempDir::new();
-    let check = |flag: &str| Command::new(BIN).arg(flag).env_clear().env("TMPDIR", tmp.path()).output().unwrap();
+    let check = |flag: &str| bin_command(&[flag]).env("TMPDIR", tmp.path()).output().unwrap();
     let out = check("--run-healthcheck");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unable to find lock file."));
@@ -114,15 +98,9 @@ fn bind_failure_exits_non_zero_without_a_lock_file() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let tmp = TempDir::new();
-    let out = Command::new(BIN)
-        .env("fprocess", "cat")
-        .env("port", &port)
-        .env("metrics_port", "0")
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tmpdir = tmp.path().display().to_string();
+    let (code, stderr) = run_once(&[("fprocess", "cat"), ("port", &port), ("TMPDIR", &tmpdir)], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("port: cannot listen on port {port}")), "{stderr}");
     assert!(!tmp.path().join(".lock").exists());
 }
@@ -130,7 +108,7 @@ fn bind_failure_exits_non_zero_without_a_lock_file() {
 #[test]
 fn missing_lock_directory_is_a_start_error() {
     let (code, stderr) = run_once(&[("fprocess", "cat"), ("TMPDIR", "/nonexistent/dir")], &[]);
-    assert_ne!(code, 0);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Cannot write /nonexistent/dir/.lock"), "{stderr}");
 }
 

@@ -812,12 +812,12 @@ fn log_nobody_reads(p: &Profile) {
     // The lines may come after the answers. From a watchdog that drops some, they never all come:
     // what came within 30 s is judged.
     let expected = ALL * LINES;
-    let patience = Instant::now() + Duration::from_secs(30);
-    let (logged, log) = wait_for(Duration::from_secs(60), "every stderr line in the log", || {
+    let counted = || {
         let log = wd.logs();
-        let logged = log.lines().filter(|line| line.ends_with(" stderr: y")).count();
-        (logged >= expected || Instant::now() > patience).then_some((logged, log))
-    });
+        (log.lines().filter(|line| line.ends_with(" stderr: y")).count(), log)
+    };
+    let every_line = poll(Duration::from_secs(30), PACE, || Some(counted()).filter(|(logged, _)| *logged >= expected));
+    let (logged, log) = every_line.unwrap_or_else(counted);
     let report = log.lines().find(|line| line.contains("log lines dropped"));
     assert_eq!(logged, expected, "stderr lines in the log; {}", report.unwrap_or("no drop reported"));
     assert!(report.is_none(), "{report:?}");
@@ -1256,23 +1256,7 @@ fn read_only_lock_directory_is_a_start_error() {
         }
     }
     let start = |tmpdir: &std::path::Path| {
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let out = command
-            .env("fprocess", "cat")
-            .env("port", "0")
-            .env("metrics_port", "0")
-            .env("TMPDIR", tmpdir)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run fwatchdog");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        run_once_wrapped(wrapper, &[("fprocess", "cat"), ("TMPDIR", &tmpdir.display().to_string())], &[])
     };
 
     let (code, stderr) = start(&dir);
@@ -1292,16 +1276,8 @@ fn read_only_lock_directory_is_a_start_error() {
 fn overflowing_timeouts_are_start_errors() {
     for name in ["read_timeout", "write_timeout", "exec_timeout", "healthcheck_interval"] {
         for value in ["18446744073709551615", "3000000h"] {
-            let out = Command::new(BIN)
-                .env("fprocess", "cat")
-                .env("port", "0")
-                .env("metrics_port", "0")
-                .env("TMPDIR", "/nonexistent")
-                .env(name, value)
-                .output()
-                .expect("run fwatchdog");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
+            let (code, stderr) = run_once(&[("fprocess", "cat"), ("TMPDIR", "/nonexistent"), (name, value)], &[]);
+            assert_eq!(code, Some(2), "{name}={value}: {stderr}");
             let expected = format!("{name}: too large, the limit is 2562047h47m16.854775807s, got \"{value}\"");
             assert!(stderr.contains(&expected), "{name}={value}: {stderr}");
         }

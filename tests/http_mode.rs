@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use common::procfs::{client_connections, established_client_connections, server_connections};
@@ -477,15 +476,10 @@ fn sigterm_during_the_start_stops_the_function() {
 #[test]
 fn a_function_that_exits_or_cannot_start_stops_the_start() {
     let tmp = TempDir::new();
+    let tmpdir = tmp.path().display().to_string();
     let run = |fprocess: &str| {
-        let out = Command::new(BIN)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([("TMPDIR", tmp.path().to_str().unwrap()), ("port", "0"), ("metrics_port", "0")])
-            .envs([("mode", "http"), ("upstream_url", "http://127.0.0.1:9"), ("fprocess", fprocess)])
-            .output()
-            .expect("run fwatchdog");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let env = [("TMPDIR", tmpdir.as_str()), ("mode", "http"), ("upstream_url", "http://127.0.0.1:9")];
+        run_once(&[&env[..], &[("fprocess", fprocess)]].concat(), &[])
     };
     let (code, log) = run("sh -c 'exit 3'");
     assert_eq!(code, Some(1), "{log}");

@@ -290,29 +290,7 @@ fn a_bad_log_format_is_a_start_error_and_start_errors_are_json() {
     assert!(msg(error).starts_with("exec_timeout: "), "{error}");
 }
 
-/// Runs a watchdog that should stop during its start: its exit code and its log. One that keeps
-/// running is killed after a while (and its code is then `None`).
+/// Runs a watchdog of `cat` that should stop during its start: its exit code and its log.
 fn start_error(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let tmp = TempDir::new();
-    let mut command = Command::new(BIN);
-    command.env_clear().env("fprocess", "cat").env("port", "0").env("metrics_port", "0").env("TMPDIR", tmp.path());
-    command.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = command.spawn().expect("run fwatchdog");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        match child.try_wait().expect("wait for fwatchdog") {
-            Some(status) => break status.code(),
-            None if std::time::Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    let mut log = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut log);
-    (status, log)
+    run_once(&[&[("fprocess", "cat")], env].concat(), &[])
 }

@@ -117,15 +117,9 @@ fn metrics_port_in_use_is_a_start_error_and_0_disables() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let tmp = TempDir::new();
-    let out = Command::new(BIN)
-        .env("fprocess", "cat")
-        .env("port", "0")
-        .env("metrics_port", &port)
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tmpdir = tmp.path().display().to_string();
+    let (code, stderr) = run_once(&[("fprocess", "cat"), ("metrics_port", &port), ("TMPDIR", &tmpdir)], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("metrics_port: cannot listen on port {port}")), "{stderr}");
     assert!(!stderr.contains("panic"), "{stderr}");
     assert!(!tmp.path().join(".lock").exists());

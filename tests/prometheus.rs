@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -115,16 +115,13 @@ impl Prometheus {
     /// Polls `expr` every 100 ms until `check` accepts its samples (labels as JSON text, value);
     /// Prometheus scrapes every second, so what the watchdog counted shows up within a few.
     fn until(&self, what: &str, expr: &str, check: impl Fn(&[(&str, f64)]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let answer = self.query(expr);
-            if check(&samples(&answer)) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}: {expr}\nlast answer: {answer}\nprometheus log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mut answer = String::new();
+        let found = poll(Duration::from_secs(15), Duration::from_millis(100), || {
+            answer = self.query(expr);
+            check(&samples(&answer)).then_some(())
+        });
+        if found.is_none() {
+            panic!("timed out waiting for {what}: {expr}\nlast answer: {answer}\nprometheus log:\n{}", self.log());
         }
     }
 }

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::symlink;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -212,16 +211,9 @@ fn a_static_path_that_is_not_a_directory_stops_the_start() {
     for (path, needle) in
         [("/nonexistent/site", "static_path: cannot serve /nonexistent/site"), (file, "is not a directory")]
     {
-        let out = Command::new(BIN)
-            .env("mode", "static")
-            .env("static_path", path)
-            .env("port", "0")
-            .env("metrics_port", "0")
-            .env("TMPDIR", tmp.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let tmpdir = tmp.path().display().to_string();
+        let (code, stderr) = run_once(&[("mode", "static"), ("static_path", path), ("TMPDIR", &tmpdir)], &[]);
+        assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains(needle), "{stderr}");
     }
 }

@@ -5,6 +5,7 @@
 //! - [`watchdog`]: start a watchdog (free port, own TMPDIR, log captured), talk to it, kill it
 //!   and everything below it on drop; [`capture`] reads its stdout and stderr, [`tempdir`] makes
 //!   scratch directories.
+//! - [`once`]: run the binary once, for how it stops at its start (exit code and log).
 //! - [`http`]: the raw HTTP/1.1 client (requests, responses, chunked bodies).
 //! - [`procfs`]: `/proc` probes (processes, descendants, zombies, fds, RSS, connections).
 //! - [`metrics`]: the Prometheus text parser.
@@ -21,6 +22,8 @@ mod capture;
 pub mod http;
 #[allow(dead_code, reason = "each test binary uses a part of it")]
 pub mod metrics;
+#[allow(dead_code, reason = "each test binary uses a part of it")]
+mod once;
 #[allow(dead_code, reason = "each test binary uses a part of it")]
 pub mod procfs;
 #[allow(dead_code, reason = "each test binary uses a part of it")]
@@ -39,9 +42,10 @@ pub mod watchdog;
 pub use self::{
     http::{Chunked, Response, accepts, build_request, read_head, read_response, send},
     metrics::{in_flight, metric_value},
+    once::{run_once, run_once_wrapped},
     procfs::{all_processes, descendants, open_fds, proc_status, processes_with, zombies_of},
     tempdir::TempDir,
     tools::skip,
-    wait::wait_for,
-    watchdog::{BIN, Options, Watchdog, free_port},
+    wait::{PACE, poll, wait_for, wait_for_paced},
+    watchdog::{BIN, Options, Watchdog, bin_command, free_port},
 };

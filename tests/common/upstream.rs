@@ -72,12 +72,7 @@ impl Function {
 
     pub fn start_with(&self, options: Options) -> Watchdog {
         let mut wd = Watchdog::start_with(options);
-        wait_for(Duration::from_secs(30), "healthy", || {
-            if let Some(status) = wd.try_status() {
-                panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
-            }
-            (wd.try_get("/_/health").ok()?.status == 200).then_some(())
-        });
+        wd.wait_healthy(Duration::from_secs(30));
         wd
     }
 

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::capture::{Capture, Hold, collect};
 use super::http::{Response, build_request, send};
 use super::procfs::descendants;
 use super::tempdir::TempDir;
-use super::wait::wait_for;
+use super::wait::{PACE, poll, wait_for};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
@@ -36,6 +36,29 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// What the watchdog (and so its functions) keeps of the test runner's environment: what finding
+/// programs needs, nothing that configures it. A developer's exported `mode`, `read_timeout` or
+/// `upstream_url` would otherwise change every test.
+const KEPT_ENV: [&str; 2] = ["PATH", "HOME"];
+
+/// Clears `command`'s environment but for [`KEPT_ENV`]; the test adds what it sets.
+pub fn clean_env(command: &mut Command) -> &mut Command {
+    command.env_clear();
+    for name in KEPT_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// The watchdog, run with `args` and a clean environment (see [`clean_env`]).
+pub fn bin_command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    clean_env(&mut command).args(args);
+    command
 }
 
 /// How to start a watchdog.
@@ -83,8 +106,8 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts a watchdog with `env` (port, metrics_port and TMPDIR are chosen unless given) and
-    /// waits until it is healthy.
+    /// Starts a watchdog with `env` (port, metrics_port and TMPDIR are chosen unless given) on top
+    /// of a clean environment (see [`clean_env`]), and waits until it is healthy.
     pub fn start(env: &[(&str, &str)]) -> Watchdog {
         Watchdog::start_with(Options::new(env))
     }
@@ -108,6 +131,7 @@ impl Watchdog {
         } else {
             None
         };
+        clean_env(&mut command);
         command.env("metrics_port", metrics_port.map_or("0".to_string(), |p| p.to_string()));
         if !given("port") {
             command.env("port", "0");
@@ -115,7 +139,6 @@ impl Watchdog {
         if !given("TMPDIR") {
             command.env("TMPDIR", tmp.path());
         }
-        command.env_remove("RUST_LOG");
         for (k, v) in &options.env {
             command.env(k, v);
         }
@@ -139,12 +162,7 @@ impl Watchdog {
             after.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
         });
         if options.wait_healthy {
-            wait_for(Duration::from_secs(10), "healthy", || {
-                if let Some(status) = wd.try_status() {
-                    panic!("fwatchdog exited with {status} during start:\n{}", wd.logs());
-                }
-                wd.try_get("/_/health").ok().filter(|r| r.status == 200)
-            });
+            wd.wait_healthy(Duration::from_secs(10));
             // Healthy means the start is logged, but the log reaches us through a pipe and a thread.
             wait_for(Duration::from_secs(5), "the start to be logged", || {
                 let log = wd.logs();
@@ -152,6 +170,16 @@ impl Watchdog {
             });
         }
         wd
+    }
+
+    /// Waits until `/_/health` answers 200; fails at once, with the log, if the watchdog exits.
+    pub fn wait_healthy(&mut self, limit: Duration) {
+        wait_for(limit, "healthy", || {
+            if let Some(status) = self.try_status() {
+                panic!("fwatchdog exited with {status} during start:\n{}", self.logs());
+            }
+            self.try_get("/_/health").ok().filter(|r| r.status == 200).map(drop)
+        });
     }
 
     pub fn pid(&self) -> u32 {
@@ -175,11 +203,8 @@ impl Watchdog {
     /// Waits for `needle` in the log: it reaches us through a pipe and a thread, so even a line
     /// written before the response may not be here yet when the response is.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.logs().contains(needle) {
-            assert!(Instant::now() < deadline, "no log line {needle:?} within {limit:?}; log:\n{}", self.logs());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let found = poll(limit, PACE, || self.logs().contains(needle).then_some(()));
+        assert!(found.is_some(), "no log line {needle:?} within {limit:?}; log:\n{}", self.logs());
     }
 
     /// Stops reading the watchdog's stdout and stderr, as a stuck log collector would: once the

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::tools;
-use crate::common::{Response, build_request, free_port, send, wait_for};
+use crate::common::{Response, build_request, free_port, poll, send, wait_for_paced};
 
 /// What is not tested when the engine cannot be started.
 const UNTESTED: &str = "the watchdog image and function images under a real Docker engine (tests/container.rs)";
@@ -84,7 +84,7 @@ impl Engine {
         let daemon = command.spawn().expect("start dockerd");
         let mut engine = Engine { dir, daemon: Some(daemon), host, prefix: namespace, busybox };
         let started = Instant::now();
-        poll(Duration::from_secs(90), "dockerd to answer", || {
+        wait_for_paced(Duration::from_secs(90), DOCKER_PACE, "dockerd to answer", || {
             if let Some(status) = engine.daemon.as_mut().and_then(|d| d.try_wait().ok().flatten()) {
                 panic!("dockerd exited with {status} during start:\n{}", engine.daemon_log());
             }
@@ -163,10 +163,7 @@ impl Drop for Engine {
         if let Some(mut daemon) = self.daemon.take() {
             // SAFETY: plain syscall.
             unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            poll(Duration::from_secs(30), Duration::from_millis(20), || daemon.try_wait().ok().flatten());
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
@@ -206,16 +203,8 @@ pub fn output_text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// `wait_for`, at a pace for checks that run the docker CLI (tens of milliseconds each).
-pub fn poll<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    wait_for(limit, what, || {
-        let value = check();
-        if value.is_none() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        value
-    })
-}
+/// How often a wait checks when each check runs the docker CLI (tens of milliseconds each).
+pub const DOCKER_PACE: Duration = Duration::from_millis(100);
 
 /// A container started with `docker run -d`, on the host's network with its own free `port` (and
 /// no metrics port, which would be the same 8081 for all). Removed on drop.
@@ -260,7 +249,7 @@ impl<'a> Container<'a> {
 
     /// Waits until Docker's own HEALTHCHECK says `healthy`; fails at once if the container exits.
     pub fn wait_healthy(&self) {
-        poll(Duration::from_secs(60), &format!("{} to be healthy", self.name), || {
+        wait_for_paced(Duration::from_secs(60), DOCKER_PACE, &format!("{} to be healthy", self.name), || {
             let state = self.inspect("{{.State.Status}} {{.State.Health.Status}}");
             assert!(state.starts_with("running"), "{} is {state}; its log:\n{}", self.name, self.logs());
             (state == "running healthy").then_some(())
@@ -269,7 +258,7 @@ impl<'a> Container<'a> {
 
     /// Waits for the container to stop and returns its exit code.
     pub fn wait_exit(&self, limit: Duration) -> i64 {
-        poll(limit, &format!("{} to exit", self.name), || {
+        wait_for_paced(limit, DOCKER_PACE, &format!("{} to exit", self.name), || {
             let state = self.inspect("{{.State.Running}} {{.State.ExitCode}}");
             state.strip_prefix("false ").and_then(|code| code.parse().ok())
         })

@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::common::{BIN, Options, Watchdog};
+use crate::common::{Options, Watchdog, bin_command};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -71,7 +70,7 @@ pub fn start(example: &str, dir: &Path, env: &[(&str, &str)]) -> Watchdog {
 
 /// The variables `fwatchdog --help` lists, each with its default column.
 pub fn known_variables() -> BTreeMap<String, String> {
-    let out = Command::new(BIN).arg("--help").output().expect("run fwatchdog --help");
+    let out = bin_command(&["--help"]).output().expect("run fwatchdog --help");
     assert!(out.status.success());
     // Rows are "  <name, 22 wide> <default, 22 wide> <meaning>".
     let rows: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
